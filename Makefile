@@ -1,0 +1,28 @@
+# Covet Backup: `make run` sets up and starts everything; `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+run: venv
+	scripts/run.sh
+
+test: venv
+	scripts/ensure_redis.sh
+	scripts/ensure_browser.sh
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,25 @@
+"""Database engines, loaded by name on first use so unused client libraries are never imported."""
+
+from importlib import import_module
+
+from backups.engines.base import ConnectionParams, Dump, Engine, RestoreResult
+from backups.errors import UsageError
+
+ENGINES = {
+    "sqlite": "backups.engines.sqlite.SqliteEngine",
+}
+
+
+def open_engine(name: str, connection: ConnectionParams, tmp_dir: str) -> Engine:
+    """Return the engine called ``name`` for ``connection``."""
+    try:
+        dotted = ENGINES[name]
+    except KeyError:
+        raise UsageError(
+            f"the {name} engine is not available yet; supported: {', '.join(sorted(ENGINES))}"
+        ) from None
+    module_name, class_name = dotted.rsplit(".", 1)
+    return getattr(import_module(module_name), class_name)(connection, tmp_dir)
+
+
+__all__ = ["ENGINES", "ConnectionParams", "Dump", "Engine", "RestoreResult", "open_engine"]

@@ -1,0 +1,67 @@
+"""RQ entry points: thin callers of the services, one queue per kind of work."""
+
+import django_rq
+from django.conf import settings
+from rq.job import Job
+
+from backups import services
+from backups.errors import CovetError
+
+
+def _enqueue(queue: str, func, row) -> str:
+    job = django_rq.get_queue(queue).enqueue(func, row.pk, job_timeout=settings.COVET_JOB_TIMEOUT,
+                                             result_ttl=86400, failure_ttl=7 * 86400)
+    type(row).objects.filter(pk=row.pk).update(job_id=job.id)
+    row.job_id = job.id
+    return job.id
+
+
+def enqueue_backup(backup) -> str:
+    """Hand a pending backup to a worker; return the RQ job id."""
+    return _enqueue("backups", run_backup_job, backup)
+
+
+def enqueue_verification(run) -> str:
+    """Hand a pending verification to a worker; return the RQ job id."""
+    return _enqueue("verification", run_verification_job, run)
+
+
+def enqueue_restore(request) -> str:
+    """Hand a pending restore to a worker; return the RQ job id."""
+    return _enqueue("restores", run_restore_job, request)
+
+
+def cancel_queued_job(job_id: str) -> None:
+    """Take a job that has not started off its queue."""
+    try:
+        Job.fetch(job_id, connection=django_rq.get_connection("backups")).cancel()
+    except Exception:  # noqa: BLE001 - the job may have expired or already started; the row says cancelled
+        pass
+
+
+def _swallow_user_errors(func, pk) -> None:
+    # The row already holds status and error text; re-raising a user error
+    # would only duplicate it in RQ's failed registry as a traceback.
+    try:
+        func(pk)
+    except CovetError:
+        pass
+
+
+def run_backup_job(backup_id: str) -> None:
+    """Run one backup in a worker."""
+    _swallow_user_errors(services.run_backup, backup_id)
+
+
+def run_verification_job(run_id: int) -> None:
+    """Run one verification in a worker."""
+    from verification.services import run_verification
+
+    _swallow_user_errors(run_verification, run_id)
+
+
+def run_restore_job(request_id: int) -> None:
+    """Run one restore in a worker."""
+    from restores.services import run_restore
+
+    _swallow_user_errors(run_restore, request_id)

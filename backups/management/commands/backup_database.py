@@ -1,0 +1,107 @@
+"""Back up one database: dump, compress, encrypt and store it, in this process or a worker."""
+
+import json
+
+from backups import jobs, services
+from backups.errors import UsageError
+from backups.management.base import CovetCommand, progress_bar
+from backups.models import Backup
+from backups.pipeline import codecs, crypto
+
+
+def prometheus_lines(backup: Backup) -> str:
+    """Return the backup's figures in Prometheus text exposition format."""
+    labels = f'target="{backup.target.name}",database_type="{backup.target.engine}",status="{backup.status}"'
+    lines = [
+        "# HELP covet_backup_source_bytes Bytes read from the database.",
+        "# TYPE covet_backup_source_bytes gauge",
+        f"covet_backup_source_bytes{{{labels}}} {backup.source_bytes or 0}",
+        "# HELP covet_backup_stored_bytes Bytes written to storage.",
+        "# TYPE covet_backup_stored_bytes gauge",
+        f"covet_backup_stored_bytes{{{labels}}} {backup.stored_bytes or 0}",
+        "# HELP covet_backup_duration_seconds Wall time of the backup.",
+        "# TYPE covet_backup_duration_seconds gauge",
+        f"covet_backup_duration_seconds{{{labels}}} {backup.duration_seconds or 0}",
+        "# HELP covet_backup_success Whether the backup completed (1) or not (0).",
+        "# TYPE covet_backup_success gauge",
+        f"covet_backup_success{{{labels}}} {1 if backup.status == 'completed' else 0}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class Command(CovetCommand):
+    help = "Back up a database. Exit codes: 0 ok, 1 other, 2 usage, 3 not found, 5 database tool, 6 storage."
+
+    def add_arguments(self, parser):
+        where = parser.add_argument_group("what to back up")
+        where.add_argument("--target", help="a registered target (see 'manage.py target list')")
+        where.add_argument("--database", choices=["sqlite", "postgresql", "mysql"], help="engine of an ad-hoc target")
+        where.add_argument("--name", help="database name; for SQLite the database file")
+        where.add_argument("--host", default="")
+        where.add_argument("--port", type=int)
+        where.add_argument("--user", default="")
+        where.add_argument("--password-file", help="file holding the database password (never on the command line)")
+        how = parser.add_argument_group("how to store it")
+        how.add_argument("--compress", choices=codecs.CODECS, default="zstd")
+        how.add_argument("--compress-level", type=int)
+        how.add_argument("--encrypt", choices=crypto.CIPHERS, default="aes-256-gcm")
+        how.add_argument("--encryption-password-file", help="passphrase file for the key-encryption key")
+        how.add_argument("--key-file", help="key file (mode 0600) for the key-encryption key")
+        how.add_argument("--storage", help="storage name (default: the default storage)")
+        how.add_argument("--retention-days", type=int)
+        how.add_argument("--tags", help="k=v,k2=v2")
+        parser.add_argument("--output-format", choices=["text", "json", "prometheus"], default="text")
+        parser.add_argument("--enqueue", action="store_true", help="hand the work to a worker; print the job id")
+
+    def handle(self, *args, **opts):
+        target = self._target(opts)
+        backup = services.create_backup(services.BackupRequest(
+            target=target,
+            database=opts["name"] or "",
+            storage=services.get_storage(opts["storage"]),
+            compression=opts["compress"],
+            compression_level=opts["compress_level"],
+            cipher=opts["encrypt"],
+            passphrase_file=opts["encryption_password_file"],
+            key_file=opts["key_file"],
+            retention_days=opts["retention_days"],
+            tags=services.parse_tags(opts["tags"]),
+            initiated_by=services.cli_source(),
+            source=services.cli_source(),
+        ))
+        if opts["enqueue"]:
+            job_id = jobs.enqueue_backup(backup)
+            self._emit(opts["output_format"], {"backup_id": backup.id, "job_id": job_id, "status": "pending"},
+                       f"backup {backup.id} queued as job {job_id}")
+            return
+        with progress_bar(f"backup {backup.id}") as on_progress:
+            try:
+                backup = services.run_backup(backup.id, on_progress)
+            finally:
+                backup.refresh_from_db()
+                self._report(backup, opts["output_format"])
+
+    def _target(self, opts):
+        if opts["target"]:
+            if opts["database"]:
+                raise UsageError("give either --target or --database, not both")
+            return services.get_target(opts["target"])
+        if not opts["database"] or not opts["name"]:
+            raise UsageError("say what to back up: --target NAME, or --database KIND --name NAME")
+        return services.adhoc_target(opts["database"], opts["name"], opts["host"], opts["port"], opts["user"],
+                                     opts["password_file"])
+
+    def _report(self, backup: Backup, fmt: str) -> None:
+        summary = services.backup_summary(backup)
+        if fmt == "prometheus":
+            self.stdout.write(prometheus_lines(backup), ending="")
+            return
+        if backup.status != "completed" and fmt == "text":
+            return  # the error line on stderr says it all
+        text = (f"backup {backup.id} {backup.status}: {backup.source_bytes} bytes -> {backup.stored_bytes} stored "
+                f"({backup.compression}, {backup.cipher}) in {summary['duration_seconds']:.1f}s\n"
+                f"  location {summary['storage_location']}\n  sha256   {backup.sha256}")
+        self._emit(fmt, summary, text)
+
+    def _emit(self, fmt: str, data: dict, text: str) -> None:
+        self.stdout.write(json.dumps(data, indent=2) if fmt == "json" else text)

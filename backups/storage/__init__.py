@@ -1,0 +1,31 @@
+"""Storage backends behind one interface, loaded by kind on first use.
+
+A kind maps to a dotted class path so that an SDK nobody uses (boto3, the
+Azure SDK) is never imported.
+"""
+
+from importlib import import_module
+
+from backups.errors import UsageError
+from backups.storage.base import ObjectInfo, Storage, object_key, safe_component
+
+KINDS = {
+    "local": "backups.storage.local.LocalStorage",
+}
+
+
+def open_storage(kind: str, config: dict) -> Storage:
+    """Return the backend of ``kind`` built from its plain ``config`` mapping."""
+    try:
+        dotted = KINDS[kind]
+    except KeyError:
+        raise UsageError(f"unknown storage kind {kind!r}; known: {', '.join(sorted(KINDS))}") from None
+    module_name, class_name = dotted.rsplit(".", 1)
+    cls = getattr(import_module(module_name), class_name)
+    try:
+        return cls(**config)
+    except TypeError as exc:
+        raise UsageError(f"bad configuration for {kind} storage: {exc}") from exc
+
+
+__all__ = ["KINDS", "ObjectInfo", "Storage", "object_key", "open_storage", "safe_component"]

@@ -1,0 +1,124 @@
+"""Restores: read a backup back, authenticated, into a new target or a plain file."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from django.utils import timezone
+
+from backups import services
+from backups.errors import CancelledError, NotFoundError, UsageError
+from backups.models import Backup, JobStatus
+from backups.progress import JobTracker, ProgressCallback
+from restores.models import RestoreRequest
+
+COPY_BUFFER = 1024 * 1024
+PARTIAL_SUFFIX = ".restoring"
+
+
+def create_restore(backup: Backup, target_database: str = "", download_only: bool = False,
+                   output_dir: str = "", requested_by: str = "", source: str = "") -> RestoreRequest:
+    """Validate and record a pending restore of ``backup``."""
+    if backup.status != JobStatus.COMPLETED:
+        raise UsageError(f"backup {backup.id} is {backup.status}; only completed backups can be restored")
+    if download_only:
+        if not output_dir:
+            raise UsageError("--download-only needs --output-dir DIR")
+        if not Path(output_dir).is_dir():
+            raise NotFoundError(f"output directory {output_dir} does not exist")
+        output_path = str(Path(output_dir).resolve() / f"{backup.id}.{backup.engine_meta.get('extension', 'dump')}")
+        if Path(output_path).exists():
+            raise UsageError(f"{output_path} already exists")
+    else:
+        if not target_database:
+            raise UsageError("say where to restore: --target-database NAME (for SQLite a new file path)")
+        if backup.target.engine == "sqlite":
+            target_database = str(Path(target_database).resolve())
+            if Path(target_database).exists():
+                raise UsageError(f"{target_database} already exists; restore into a new file")
+        output_path = target_database
+    request = RestoreRequest.objects.create(backup=backup, target_database=target_database,
+                                            download_only=download_only, output_path=output_path,
+                                            requested_by=requested_by)
+    services.audit(requested_by, "restore.create", "backup", backup.id, source, restore=request.pk,
+                   target_database=target_database, download_only=download_only)
+    return request
+
+
+def run_restore(request_id: int, passphrase_file: str | None = None, key_file: str | None = None,
+                on_progress: ProgressCallback | None = None) -> RestoreRequest:
+    """Run a pending restore; the target appears only after the whole stream was authenticated."""
+    request = RestoreRequest.objects.select_related("backup__target", "backup__storage").get(pk=request_id)
+    backup = request.backup
+    request.status = JobStatus.RUNNING
+    request.started_at = request.heartbeat_at = timezone.now()
+    request.save(update_fields=["status", "started_at", "heartbeat_at"])
+    try:
+        with JobTracker(request, backup.stored_bytes, on_progress) as tracker, \
+                services.open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
+            verified = _VerifyAtEnd(plain, checked)
+            if request.download_only:
+                result = {"location": _write_file(verified, Path(request.output_path))}
+            else:
+                engine = services.target_engine(backup.target, services.job_tmp_dir(request))
+                restored = engine.restore(verified, request.target_database)
+                result = {"location": restored.location, **restored.detail}
+    except BaseException as exc:
+        status = JobStatus.CANCELLED if isinstance(exc, CancelledError) else JobStatus.FAILED
+        _end(request, status, services.error_text(exc), {})
+        services.audit(request.requested_by, "backup.restore", "backup", backup.id, result=status,
+                       restore=request.pk, error=request.error)
+        raise
+    finally:
+        shutil.rmtree(services.job_tmp_dir(request), ignore_errors=True)
+    _end(request, JobStatus.COMPLETED, "", result)
+    services.audit(request.requested_by, "backup.restore", "backup", backup.id, restore=request.pk,
+                   location=result["location"])
+    return request
+
+
+class _VerifyAtEnd:
+    """The plaintext stream; at its end the stored object's checksum is checked before EOF is returned."""
+
+    def __init__(self, plain, checked):
+        self.plain = plain
+        self.checked = checked
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.plain.read(size)
+        if not data:
+            services.finish_reading(self.checked)
+        return data
+
+
+def _write_file(stream, path: Path) -> str:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(COPY_BUFFER):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return str(path)
+
+
+def remove_partial_restore(request: RestoreRequest) -> None:
+    """Remove the temporary files a killed restore left beside its output path."""
+    path = Path(request.output_path)
+    if path.parent.is_dir():
+        for leftover in path.parent.glob(f".{path.name}.*{PARTIAL_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
+
+
+def _end(request: RestoreRequest, status: str, error: str, result: dict) -> None:
+    request.status = status
+    request.error = error
+    request.result = result
+    request.finished_at = timezone.now()
+    request.save(update_fields=["status", "error", "result", "finished_at"])
