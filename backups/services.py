@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from backups import keys
@@ -475,9 +474,6 @@ def delete_backup(backup: Backup, actor: str, source: str = "") -> None:
         backend.delete(backup.storage_key)
         backend.delete(backup.sidecar_key)
     backup_id = backup.id
-    backup.verifications.all().delete()
-    if backup.restores.exists():
-        raise UsageError(f"backup {backup_id} has restore records; they are kept for the audit trail")
     backup.delete()
     audit(actor, "backup.delete", "backup", backup_id, source)
 
@@ -489,10 +485,9 @@ def request_cancel(row, actor: str, source: str = "") -> str:
     if not row.is_active:
         raise UsageError(f"{row._meta.verbose_name} {row.pk} is already {row.status}")
     kind = row._meta.model_name
-    with transaction.atomic():
-        pending = type(row).objects.filter(pk=row.pk, status=JobStatus.PENDING).update(
-            status=JobStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now(),
-            error=f"cancelled by {actor} before it started")
+    pending = type(row).objects.filter(pk=row.pk, status=JobStatus.PENDING).update(
+        status=JobStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now(),
+        error=f"cancelled by {actor} before it started")
     if pending:
         if row.job_id:
             from backups.jobs import cancel_queued_job

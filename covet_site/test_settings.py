@@ -13,7 +13,7 @@ os.environ.setdefault("COVET_HEARTBEAT_INTERVAL", "1")
 os.environ.setdefault("COVET_HEARTBEAT_TIMEOUT", "5")
 
 from covet_site.settings import *  # noqa: E402,F403
-from covet_site.settings import DATABASES, VAR_DIR  # noqa: E402
+from covet_site.settings import DATABASES, STATIC_ROOT, VAR_DIR  # noqa: E402
 
 # A file, not memory, so RQ workers in other processes share the test catalog.
 DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-catalog.sqlite3")}
@@ -22,3 +22,4 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing root

@@ -8,7 +8,8 @@ from backups.models import Backup, TrackedJob
 class RestoreRequest(TrackedJob):
     """A request to restore one backup into a new target (or only download it)."""
 
-    backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="restores")
+    # Kept when the backup is deleted: restores are part of the audit trail.
+    backup = models.ForeignKey(Backup, null=True, on_delete=models.SET_NULL, related_name="restores")
     target_database = models.CharField(max_length=1024, blank=True, help_text="New database name or file path")
     download_only = models.BooleanField(default=False)
     output_path = models.CharField(max_length=1024, blank=True)

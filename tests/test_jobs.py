@@ -1,9 +1,9 @@
 """The job path through Redis and real RQ worker processes: progress, busy targets, cancel, SIGKILL."""
 
-import os
 import signal
 import sqlite3
 
+import psutil
 import pytest
 from django.core.management import call_command
 
@@ -91,7 +91,10 @@ def test_a_worker_killed_mid_backup_is_noticed_and_cleaned_up(rq_worker, big_sql
     scratch = services.job_tmp_dir(running)
     assert scratch.exists()
 
-    os.killpg(worker.pid, signal.SIGKILL)
+    # RQ runs each job in a forked work horse in a session of its own: kill it too, as a crash or the
+    # OOM killer taking the machine's workers down would.
+    for process in [*psutil.Process(worker.pid).children(recursive=True), psutil.Process(worker.pid)]:
+        process.send_signal(signal.SIGKILL)
     worker.wait()
     assert fresh(backup).status == "running"  # nobody has noticed yet
 

@@ -1,0 +1,177 @@
+"""The API's JSON shapes: backups (the fields of services.backup_summary and more), targets, jobs.
+
+Nothing secret is ever rendered: a target's password is write-only and shows
+as ``has_password``; a backup's wrapped data keys (``key_record``) are left
+out, its key source (a path reference) is shown.
+"""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from backups import services
+from backups.models import CIPHER_CHOICES, CODEC_CHOICES, Backup, DatabaseTarget, Storage
+from restores.models import RestoreRequest
+from verification.models import VerificationRun
+
+PROGRESS_FIELDS = ["bytes_done", "bytes_expected", "eta_seconds", "percent_done", "heartbeat_at",
+                   "cancel_requested", "job_id"]
+
+
+class VerificationSummarySerializer(serializers.ModelSerializer):
+    """One verification run as listed inside a backup."""
+
+    class Meta:
+        model = VerificationRun
+        fields = ["id", "status", "requested_by", "created_at", "started_at", "finished_at", "error"]
+        read_only_fields = fields
+
+
+class VerificationSerializer(serializers.ModelSerializer):
+    """A verification run with its checks and live progress."""
+
+    backup_id = serializers.CharField(read_only=True)
+    percent_done = serializers.FloatField(read_only=True, allow_null=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = VerificationRun
+        fields = ["id", "backup_id", "status", "requested_by", "checks", "created_at", "started_at",
+                  "finished_at", "duration_seconds", "error", *PROGRESS_FIELDS]
+        read_only_fields = fields
+
+
+class RestoreSummarySerializer(serializers.ModelSerializer):
+    """One restore as listed inside a backup."""
+
+    class Meta:
+        model = RestoreRequest
+        fields = ["id", "status", "target_database", "download_only", "requested_by", "created_at",
+                  "finished_at", "error"]
+        read_only_fields = fields
+
+
+class RestoreSerializer(serializers.ModelSerializer):
+    """A restore request with its result and live progress."""
+
+    backup_id = serializers.CharField(read_only=True, allow_null=True, help_text="Null once the backup was deleted")
+    percent_done = serializers.FloatField(read_only=True, allow_null=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = RestoreRequest
+        fields = ["id", "backup_id", "status", "target_database", "download_only", "output_path", "requested_by",
+                  "result", "created_at", "started_at", "finished_at", "duration_seconds", "error",
+                  *PROGRESS_FIELDS]
+        read_only_fields = fields
+
+
+class BackupSerializer(serializers.ModelSerializer):
+    """A backup: the fields services.backup_summary gives scripts, plus metadata, progress and its jobs."""
+
+    backup_id = serializers.CharField(source="id", read_only=True)
+    database_type = serializers.CharField(source="target.engine", read_only=True)
+    target = serializers.CharField(source="target.name", read_only=True)
+    storage = serializers.CharField(source="storage.name", read_only=True)
+    storage_location = serializers.SerializerMethodField()
+    compression_ratio = serializers.FloatField(read_only=True, allow_null=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    percent_done = serializers.FloatField(read_only=True, allow_null=True)
+    verifications = VerificationSummarySerializer(many=True, read_only=True)
+    restores = RestoreSummarySerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Backup
+        fields = ["backup_id", "status", "database_type", "database_name", "target", "backup_type",
+                  "source_bytes", "stored_bytes", "compression", "compression_level", "compression_ratio",
+                  "cipher", "key_id", "key_source", "sha256", "storage", "storage_location", "storage_key",
+                  "created_at", "started_at", "finished_at", "duration_seconds", "expires_at", "initiated_by",
+                  "tags", "engine_meta", "error", *PROGRESS_FIELDS, "verifications", "restores"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField())
+    def get_storage_location(self, backup: Backup) -> str:
+        """Where the object lives, in the storage's own words (a path or a URL)."""
+        if not backup.storage_key:
+            return ""
+        return services.storage_backend(backup.storage).describe(backup.storage_key)
+
+
+class BackupCreateSerializer(serializers.Serializer):
+    """POST /api/backups/: what to back up and how; unset fields take the service's defaults."""
+
+    target = serializers.SlugRelatedField(slug_field="name", queryset=DatabaseTarget.objects.all())
+    database = serializers.CharField(required=False, allow_blank=True, default="",
+                                     help_text="Empty: the target's own database")
+    compression = serializers.ChoiceField(choices=CODEC_CHOICES, default="zstd")
+    compression_level = serializers.IntegerField(required=False, allow_null=True, default=None)
+    cipher = serializers.ChoiceField(choices=CIPHER_CHOICES, default="aes-256-gcm",
+                                     help_text="Encrypted with the site's default key unless none")
+    storage = serializers.SlugRelatedField(slug_field="name", queryset=Storage.objects.all(), required=False,
+                                           allow_null=True, default=None, help_text="Empty: the default storage")
+    retention_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+
+    def backup_request(self, initiated_by: str, source: str) -> services.BackupRequest:
+        """Return the service request for the validated data."""
+        return services.BackupRequest(initiated_by=initiated_by, source=source, **self.validated_data)
+
+
+class BackupAcceptedSerializer(serializers.Serializer):
+    """The answer to POST /api/backups/."""
+
+    backup = BackupSerializer()
+    job_id = serializers.CharField()
+
+
+class RestoreCreateSerializer(serializers.Serializer):
+    """POST /api/backups/<id>/restore/."""
+
+    target_database = serializers.CharField(
+        max_length=1024, help_text="A new database name, or for SQLite a new file path; never an existing one")
+
+
+class RestoreAcceptedSerializer(serializers.Serializer):
+    """The answer to POST /api/backups/<id>/restore/."""
+
+    restore_id = serializers.IntegerField()
+    job_id = serializers.CharField()
+    restore = RestoreSerializer()
+
+
+class VerificationAcceptedSerializer(serializers.Serializer):
+    """The answer to POST /api/backups/<id>/verify/."""
+
+    verification_id = serializers.IntegerField()
+    job_id = serializers.CharField()
+
+
+class MessageSerializer(serializers.Serializer):
+    """A plain answer such as the result of a cancel."""
+
+    message = serializers.CharField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error: {"error": ...}, with "fields" for validation errors."""
+
+    error = serializers.CharField()
+    fields = serializers.DictField(required=False)
+
+
+class TargetSerializer(serializers.ModelSerializer):
+    """A database target; the password is write-only and stored in a 0600 file, never returned."""
+
+    password = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=False,
+                                     style={"input_type": "password"},
+                                     help_text="Written to a 0600 file on the server; only its path is kept")
+    has_password = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DatabaseTarget
+        fields = ["name", "engine", "host", "port", "user", "database", "password", "has_password",
+                  "running_backup", "created_at"]
+        read_only_fields = ["running_backup", "created_at"]
+
+    def get_has_password(self, target: DatabaseTarget) -> bool:
+        """Whether a password reference is set."""
+        return bool(target.password_ref)
