@@ -71,6 +71,10 @@ class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Des
         """List backups, newest first, filtered by the query string."""
         return super().list(request, *args, **kwargs)
 
+    def retrieve(self, request, *args, **kwargs):
+        """Show one backup: its metadata, live progress, verifications and restores."""
+        return super().retrieve(request, *args, **kwargs)
+
     @extend_schema(request=BackupCreateSerializer, responses={202: BackupAcceptedSerializer, **ERRORS})
     def create(self, request):
         """Record a backup and hand it to a worker; 409 while another backup of the target runs."""

@@ -3,7 +3,8 @@
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from backups.errors import BusyError, CovetError, DamagedError, NotFoundError, StorageError, ToolError
+from backups.errors import (BusyError, CovetError, DamagedError, NotFoundError, QueueUnavailableError,
+                            StorageError, ToolError)
 
 STATUS_BY_ERROR = [
     (NotFoundError, 404),
@@ -11,6 +12,7 @@ STATUS_BY_ERROR = [
     (DamagedError, 422),
     (ToolError, 502),
     (StorageError, 503),
+    (QueueUnavailableError, 503),
     (CovetError, 400),
 ]
 

@@ -61,3 +61,9 @@ class WrongKeyError(UsageError):
 
 class MissingKeyError(UsageError):
     """A backup needs a key and none was given or found; exit 2."""
+
+
+class QueueUnavailableError(CovetError):
+    """The job queue (Redis) cannot be reached, so nothing was queued; exit 1."""
+
+    retryable = True

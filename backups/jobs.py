@@ -1,19 +1,32 @@
 """RQ entry points: thin callers of the services, one queue per kind of work."""
 
+import uuid
+
 import django_rq
 from django.conf import settings
+from django.utils import timezone
+from redis.exceptions import RedisError
 from rq.job import Job
 
 from backups import services
-from backups.errors import CovetError
+from backups.errors import CovetError, QueueUnavailableError
+from backups.models import JobStatus
 
 
 def _enqueue(queue: str, func, row) -> str:
-    job = django_rq.get_queue(queue).enqueue(func, row.pk, job_timeout=settings.COVET_JOB_TIMEOUT,
-                                             result_ttl=86400, failure_ttl=7 * 86400)
-    type(row).objects.filter(pk=row.pk).update(job_id=job.id)
-    row.job_id = job.id
-    return job.id
+    # The id is chosen here because inside a transaction django-rq defers the
+    # enqueue to the commit and returns no job.
+    job_id = uuid.uuid4().hex
+    try:
+        django_rq.get_queue(queue).enqueue(func, row.pk, job_id=job_id, job_timeout=settings.COVET_JOB_TIMEOUT,
+                                           result_ttl=86400, failure_ttl=7 * 86400)
+    except RedisError as exc:
+        message = f"the job queue (Redis at {settings.REDIS_URL.split('@')[-1]}) is unavailable: {exc}; start Redis and try again"
+        type(row).objects.filter(pk=row.pk).update(status=JobStatus.FAILED, error=message, finished_at=timezone.now())
+        raise QueueUnavailableError(message) from exc
+    type(row).objects.filter(pk=row.pk).update(job_id=job_id)
+    row.job_id = job_id
+    return job_id
 
 
 def enqueue_backup(backup) -> str:

@@ -5,6 +5,7 @@ Every step that a user can get wrong raises a typed CovetError.
 """
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -71,8 +72,13 @@ def get_storage(name: str | None) -> Storage:
 
 
 def storage_backend(storage: Storage):
-    """Open the backend behind a Storage row."""
-    return open_storage(storage.kind, storage.config)
+    """Open the backend behind a Storage row (one per distinct configuration, reused: SDK clients are costly)."""
+    return _backend(storage.kind, json.dumps(storage.config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=32)
+def _backend(kind: str, config_json: str):
+    return open_storage(kind, json.loads(config_json))
 
 
 # Targets ------------------------------------------------------------------

@@ -142,7 +142,7 @@ def test_the_login_endpoint_trades_a_password_for_a_token(client, admin_user):
 
 
 @pytest.mark.django_db
-def test_the_list_is_newest_first_paginated_and_filtered(api, target, settings):
+def test_the_list_is_newest_first_paginated_and_filtered(api, target):
     pg = services.add_target("pg", "postgresql", "shop", host="db.example", port=5432, user="covet")
     day = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
     old = catalog_row(target, day - timedelta(days=2))

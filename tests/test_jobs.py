@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from backups import jobs, services
-from backups.errors import BusyError
+from backups.errors import BusyError, QueueUnavailableError
 from backups.models import Backup, DatabaseTarget
 from tests.conftest import wait_for
 
@@ -110,3 +110,12 @@ def test_a_worker_killed_mid_backup_is_noticed_and_cleaned_up(rq_worker, big_sql
     assert not [p for p in backup_dir.rglob("*") if p.is_file()]
     assert DatabaseTarget.objects.get(pk=backup.target_id).running_backup == ""
     assert make_backup(big_sqlite).status == "pending"  # the target is free again
+
+
+def test_an_unreachable_queue_fails_the_row_with_a_clear_error(settings, sample_sqlite, default_key, backup_dir):
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:9/0", "DEFAULT_TIMEOUT": 60}
+                          for name in ("backups", "restores", "verification", "default")}
+    backup = make_backup(sample_sqlite)
+    with pytest.raises(QueueUnavailableError, match="start Redis"):
+        jobs.enqueue_backup(backup)
+    assert fresh(backup).status == "failed" and "unavailable" in fresh(backup).error
