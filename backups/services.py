@@ -448,7 +448,9 @@ def open_plaintext(backup: Backup, passphrase_file: str | None = None, key_file:
         sources = keys.decryption_sources(backup.id, backup.key_source, passphrase_file, key_file)
 
     def key_lookup(header: Header) -> bytes | None:
-        if header.cipher == "none":
+        # Decided by the catalog, not the header: an object swapped for an
+        # unencrypted one is refused instead of read.
+        if backup.cipher == "none":
             return None
         if header.data_key_id != backup.key_id:
             raise DamagedError(f"backup {backup.id}: the object names data key {header.data_key_id}, "
