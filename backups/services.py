@@ -271,24 +271,20 @@ def run_backup(backup_id: str, on_progress: ProgressCallback | None = None) -> B
     try:
         _claim_target(backup)
     except BusyError as exc:
-        _finish(backup, JobStatus.FAILED, str(exc))
+        end_job(backup, JobStatus.FAILED, str(exc))
         raise
     backend = storage_backend(backup.storage)
     backup.storage_key = backup_object_key(backup)
-    backup.status = JobStatus.RUNNING
-    backup.started_at = timezone.now()
-    backup.heartbeat_at = backup.started_at
-    backup.save(update_fields=["storage_key", "status", "started_at", "heartbeat_at"])
+    backup.save(update_fields=["storage_key"])
+    start_job(backup)
     try:
         _store_backup(backup, backend, on_progress)
     except BaseException as exc:
         backend.abort(backup.storage_key)
         backend.delete(backup.storage_key)
         backend.delete(backup.sidecar_key)
-        cancelled = isinstance(exc, CancelledError)
-        _finish(backup, JobStatus.CANCELLED if cancelled else JobStatus.FAILED, error_text(exc))
-        audit(backup.initiated_by, "backup.run", "backup", backup.id, result="cancelled" if cancelled else "failed",
-              error=error_text(exc))
+        end_job(backup, failure_status(exc), error_text(exc))
+        audit(backup.initiated_by, "backup.run", "backup", backup.id, result=backup.status, error=backup.error)
         raise
     finally:
         shutil.rmtree(job_tmp_dir(backup), ignore_errors=True)
@@ -304,11 +300,26 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _finish(row, status: str, error: str = "") -> None:
+def start_job(row) -> None:
+    """Mark a job row running from now, with a first heartbeat."""
+    row.status = JobStatus.RUNNING
+    row.started_at = row.heartbeat_at = timezone.now()
+    row.save(update_fields=["status", "started_at", "heartbeat_at"])
+
+
+def end_job(row, status: str, error: str = "", **fields) -> None:
+    """Mark a job row ended with ``status`` and ``error``, saving ``fields`` with it."""
     row.status = status
     row.error = error
     row.finished_at = timezone.now()
-    row.save(update_fields=["status", "error", "finished_at"])
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.save(update_fields=["status", "error", "finished_at", *fields])
+
+
+def failure_status(exc: BaseException) -> str:
+    """Return the status a job ends with after ``exc``: cancelled or failed."""
+    return JobStatus.CANCELLED if isinstance(exc, CancelledError) else JobStatus.FAILED
 
 
 def _store_backup(backup: Backup, backend, on_progress: ProgressCallback | None) -> None:

@@ -5,10 +5,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from django.utils import timezone
-
 from backups import services
-from backups.errors import CancelledError, NotFoundError, UsageError
+from backups.errors import NotFoundError, UsageError
 from backups.models import Backup, JobStatus
 from backups.progress import JobTracker, ProgressCallback
 from restores.models import RestoreRequest
@@ -51,9 +49,7 @@ def run_restore(request_id: int, passphrase_file: str | None = None, key_file: s
     """Run a pending restore; the target appears only after the whole stream was authenticated."""
     request = RestoreRequest.objects.select_related("backup__target", "backup__storage").get(pk=request_id)
     backup = request.backup
-    request.status = JobStatus.RUNNING
-    request.started_at = request.heartbeat_at = timezone.now()
-    request.save(update_fields=["status", "started_at", "heartbeat_at"])
+    services.start_job(request)
     try:
         with JobTracker(request, backup.stored_bytes, on_progress) as tracker, \
                 services.open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
@@ -65,14 +61,13 @@ def run_restore(request_id: int, passphrase_file: str | None = None, key_file: s
                 restored = engine.restore(verified, request.target_database)
                 result = {"location": restored.location, **restored.detail}
     except BaseException as exc:
-        status = JobStatus.CANCELLED if isinstance(exc, CancelledError) else JobStatus.FAILED
-        _end(request, status, services.error_text(exc), {})
-        services.audit(request.requested_by, "backup.restore", "backup", backup.id, result=status,
+        services.end_job(request, services.failure_status(exc), services.error_text(exc))
+        services.audit(request.requested_by, "backup.restore", "backup", backup.id, result=request.status,
                        restore=request.pk, error=request.error)
         raise
     finally:
         shutil.rmtree(services.job_tmp_dir(request), ignore_errors=True)
-    _end(request, JobStatus.COMPLETED, "", result)
+    services.end_job(request, JobStatus.COMPLETED, result=result)
     services.audit(request.requested_by, "backup.restore", "backup", backup.id, restore=request.pk,
                    location=result["location"])
     return request
@@ -114,11 +109,3 @@ def remove_partial_restore(request: RestoreRequest) -> None:
     if path.parent.is_dir():
         for leftover in path.parent.glob(f".{path.name}.*{PARTIAL_SUFFIX}"):
             leftover.unlink(missing_ok=True)
-
-
-def _end(request: RestoreRequest, status: str, error: str, result: dict) -> None:
-    request.status = status
-    request.error = error
-    request.result = result
-    request.finished_at = timezone.now()
-    request.save(update_fields=["status", "error", "result", "finished_at"])

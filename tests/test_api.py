@@ -16,15 +16,10 @@ from rq.job import Job
 
 from backups import services
 from backups.models import AuditEvent, Backup, JobStatus
-from conftest import wait_for
+from conftest import catalog_row, completed_backup, wait_for
 from verification.models import VerificationRun
 
 SECRET_PASSWORD = "hunter2-not-for-output"
-
-
-@pytest.fixture
-def target(sample_sqlite):
-    return services.add_target("app", "sqlite", str(sample_sqlite))
 
 
 @pytest.fixture
@@ -32,20 +27,6 @@ def api(admin_user) -> APIClient:
     client = APIClient()
     client.force_login(admin_user)
     return client
-
-
-def catalog_row(target, created_at=None, status=JobStatus.COMPLETED, database="") -> Backup:
-    """A catalog row as a finished job would leave it, without running anything."""
-    return Backup.objects.create(target=target, database_name=database or target.database,
-                                 storage=services.default_storage(), compression="zstd", cipher="none",
-                                 status=status, created_at=created_at or datetime.now(timezone.utc))
-
-
-def completed_backup(target, user="admin") -> Backup:
-    """A real, encrypted backup of ``target`` run in this process."""
-    backup = services.create_backup(services.BackupRequest(target=target, initiated_by=user,
-                                                           tags={"env": "test"}))
-    return services.run_backup(backup.id)
 
 
 ENDPOINTS = [

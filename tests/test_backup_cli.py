@@ -2,8 +2,6 @@
 
 import json
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from backups import jobs, services
 from backups.errors import BusyError, QueueUnavailableError
 from backups.models import Backup, DatabaseTarget
-from tests.conftest import wait_for
+from conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

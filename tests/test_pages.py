@@ -8,6 +8,7 @@ from django.contrib.messages import get_messages
 
 from backups import services
 from backups.models import AuditEvent, Backup, JobStatus
+from conftest import catalog_row, completed_backup
 from restores.models import RestoreRequest
 from verification.models import VerificationRun
 
@@ -16,28 +17,9 @@ queues_jobs = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def target(sample_sqlite):
-    return services.add_target("app", "sqlite", str(sample_sqlite))
-
-
-@pytest.fixture
 def signed_in(client, admin_user):
     client.force_login(admin_user)
     return client
-
-
-def catalog_row(target, created_at=None, status=JobStatus.COMPLETED, database="") -> Backup:
-    """A catalog row as a finished job would leave it, without running anything."""
-    return Backup.objects.create(target=target, database_name=database or target.database,
-                                 storage=services.default_storage(), compression="zstd", cipher="none",
-                                 status=status, created_at=created_at or datetime.now(timezone.utc))
-
-
-def completed_backup(target) -> Backup:
-    """A real, encrypted backup of ``target`` run in this process."""
-    backup = services.create_backup(services.BackupRequest(target=target, initiated_by="admin",
-                                                           tags={"env": "test"}))
-    return services.run_backup(backup.id)
 
 
 def flashes(response) -> list[str]:

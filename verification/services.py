@@ -1,9 +1,7 @@
 """Verification: read a stored backup back whole — checksum, decrypt, decompress."""
 
-from django.utils import timezone
-
 from backups import services
-from backups.errors import CancelledError, DamagedError
+from backups.errors import DamagedError
 from backups.models import Backup, JobStatus
 from backups.progress import JobTracker, ProgressCallback
 from verification.models import VerificationRun
@@ -23,9 +21,7 @@ def run_verification(run_id: int, passphrase_file: str | None = None, key_file: 
     """Verify a backup all the way through; the run ends completed (all checks ok) or failed (with the damage)."""
     run = VerificationRun.objects.select_related("backup__target", "backup__storage").get(pk=run_id)
     backup = run.backup
-    run.status = JobStatus.RUNNING
-    run.started_at = run.heartbeat_at = timezone.now()
-    run.save(update_fields=["status", "started_at", "heartbeat_at"])
+    services.start_job(run)
     checks = {}
     try:
         with JobTracker(run, backup.stored_bytes, on_progress) as tracker, \
@@ -43,21 +39,14 @@ def run_verification(run_id: int, passphrase_file: str | None = None, key_file: 
             raise DamagedError(f"decoded {size} bytes but the catalog recorded {backup.source_bytes}")
         checks["size"] = {"ok": True, "detail": f"{size} bytes as recorded"}
     except BaseException as exc:
-        status = JobStatus.CANCELLED if isinstance(exc, CancelledError) else JobStatus.FAILED
+        status = services.failure_status(exc)
         checks.setdefault("read", {"ok": False, "detail": services.error_text(exc)})
-        _end(run, status, checks, f"backup {backup.id}: {services.error_text(exc)}" if status == JobStatus.FAILED
-             else services.error_text(exc))
+        error = services.error_text(exc)
+        services.end_job(run, status, f"backup {backup.id}: {error}" if status == JobStatus.FAILED else error,
+                         checks=checks)
         services.audit(run.requested_by, "backup.verify", "backup", backup.id, result=status, run=run.pk,
                        error=run.error)
         raise
-    _end(run, JobStatus.COMPLETED, checks, "")
+    services.end_job(run, JobStatus.COMPLETED, checks=checks)
     services.audit(run.requested_by, "backup.verify", "backup", backup.id, run=run.pk)
     return run
-
-
-def _end(run: VerificationRun, status: str, checks: dict, error: str) -> None:
-    run.status = status
-    run.checks = checks
-    run.error = error
-    run.finished_at = timezone.now()
-    run.save(update_fields=["status", "checks", "error", "finished_at"])
