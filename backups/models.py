@@ -164,6 +164,11 @@ class Backup(TrackedJob):
     tags = models.JSONField(default=dict, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     engine_meta = models.JSONField(default=dict, blank=True, help_text="Engine facts: versions, positions")
+    manifest = models.JSONField(default=dict, blank=True, help_text="Row counts per table at the dump's snapshot")
+    extras = models.JSONField(
+        default=dict, blank=True, help_text="Small encrypted objects beside the dump (globals, grants): name -> key"
+    )
+    parallel = models.PositiveSmallIntegerField(default=1, help_text="Parallel dump jobs")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -7,6 +7,7 @@ Every step that a user can get wrong raises a typed CovetError.
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -21,13 +22,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from backups import keys
-from backups.engines import ConnectionParams, open_engine
+from backups.engines import ConnectionParams, DumpOptions, open_engine
 from backups.errors import BusyError, CancelledError, CovetError, DamagedError, NotFoundError, UsageError
 from backups.models import ACTIVE_STATUSES, AuditEvent, Backup, DatabaseTarget, JobStatus, Storage
 from backups.pipeline import codecs, crypto
 from backups.pipeline.container import DecodingStream, EncodingStream, Header
 from backups.progress import CountingReader, JobTracker, ProgressCallback
-from backups.storage import object_key, open_storage
+from backups.storage import object_key, open_storage, safe_component
 
 OBJECT_EXTENSION = "covet"
 SIDECAR_VERSION = 1
@@ -198,6 +199,7 @@ class BackupRequest:
     passphrase_file: str | None = None
     key_file: str | None = None
     retention_days: int | None = None
+    parallel: int = 1
     tags: dict = field(default_factory=dict)
     initiated_by: str = ""
     source: str = ""
@@ -210,6 +212,8 @@ def create_backup(request: BackupRequest) -> Backup:
     if request.cipher not in crypto.CIPHERS:
         raise UsageError(f"unknown cipher {request.cipher!r}; choose from {', '.join(crypto.CIPHERS)}")
     level = codecs.validate_level(request.compression, request.compression_level)
+    if not 1 <= request.parallel <= 64:
+        raise UsageError(f"--parallel must be between 1 and 64, not {request.parallel}")
     key_source = {}
     if request.cipher != "none":
         key_source = keys.encryption_ref(request.passphrase_file, request.key_file)
@@ -231,6 +235,7 @@ def create_backup(request: BackupRequest) -> Backup:
         key_source=key_source,
         initiated_by=request.initiated_by,
         tags=request.tags,
+        parallel=request.parallel,
         expires_at=now + timedelta(days=request.retention_days) if request.retention_days else None,
     )
     audit(request.initiated_by, "backup.create", "backup", backup.id, request.source,
@@ -280,9 +285,7 @@ def run_backup(backup_id: str, on_progress: ProgressCallback | None = None) -> B
     try:
         _store_backup(backup, backend, on_progress)
     except BaseException as exc:
-        backend.abort(backup.storage_key)
-        backend.delete(backup.storage_key)
-        backend.delete(backup.sidecar_key)
+        remove_backup_objects(backup, backend)
         end_job(backup, failure_status(exc), error_text(exc))
         audit(backup.initiated_by, "backup.run", "backup", backup.id, result=backup.status, error=backup.error)
         raise
@@ -330,15 +333,23 @@ def _store_backup(backup: Backup, backend, on_progress: ProgressCallback | None)
         key_id, data_key = crypto.new_data_key()
         backup.key_id = key_id
         backup.key_record = crypto.make_key_record(key_id, data_key, [keys.load_source(backup.key_source)])
-    header = Header(codec=backup.compression, level=backup.compression_level, cipher=backup.cipher,
-                    data_key_id=backup.key_id or None, backup_id=backup.id)
-    with engine.dump(backup.database_name) as dump, JobTracker(backup, expected, on_progress) as tracker:
-        encoded = EncodingStream(CountingReader(dump.stream, tracker), header, data_key)
+
+    def header() -> Header:
+        # One header per stored object: each gets its own stream id, so frames
+        # can never be moved from one object to another.
+        return Header(codec=backup.compression, level=backup.compression_level, cipher=backup.cipher,
+                      data_key_id=backup.key_id or None, backup_id=backup.id)
+
+    with engine.dump(backup.database_name, DumpOptions(parallel=backup.parallel)) as dump, \
+            JobTracker(backup, expected, on_progress) as tracker:
+        encoded = EncodingStream(CountingReader(dump.stream, tracker), header(), data_key)
         try:
             info = backend.put(backup.storage_key, encoded, size_hint=expected)
         finally:
             encoded.close()
         backup.engine_meta = {**dump.meta, "extension": dump.extension}
+        backup.manifest = dump.manifest
+        _store_extras(backup, backend, dump.extras, header, data_key)
     backup.source_bytes = encoded.source_bytes
     backup.stored_bytes = info.size
     backup.sha256 = encoded.sha256
@@ -351,6 +362,36 @@ def _store_backup(backup: Backup, backend, on_progress: ProgressCallback | None)
     backend.put_bytes(backup.sidecar_key, json.dumps(sidecar(backup), indent=2, sort_keys=True).encode())
     backup.status = JobStatus.COMPLETED
     backup.save()
+
+
+def extra_key(backup: Backup, name: str) -> str:
+    """Return the object key of one of a backup's extras, beside its main object."""
+    return backup.storage_key.rsplit(".", 1)[0] + f".{safe_component(name)}.{OBJECT_EXTENSION}"
+
+
+def _store_extras(backup: Backup, backend, extras: dict[str, bytes], header, data_key: bytes | None) -> None:
+    # Planned keys are saved first so the housekeeper can remove a half-written extra.
+    backup.extras = {name: {"key": extra_key(backup, name)} for name in extras}
+    Backup.objects.filter(pk=backup.pk).update(extras=backup.extras)
+    for name, data in extras.items():
+        encoded = EncodingStream(io.BytesIO(data), header(), data_key)
+        info = backend.put(backup.extras[name]["key"], encoded, size_hint=len(data))
+        backup.extras[name].update(sha256=encoded.sha256, stored_bytes=info.size, source_bytes=len(data))
+
+
+def backup_object_keys(backup: Backup) -> list[str]:
+    """Return every object key a backup owns or may have started: main object, extras, sidecar."""
+    if not backup.storage_key:
+        return []
+    return [backup.storage_key, *(entry["key"] for entry in backup.extras.values()), backup.sidecar_key]
+
+
+def remove_backup_objects(backup: Backup, backend=None) -> None:
+    """Remove a backup's objects and anything a killed upload of them left behind."""
+    backend = backend or storage_backend(backup.storage)
+    for key in backup_object_keys(backup):
+        backend.abort(key)
+        backend.delete(key)
 
 
 def sidecar(backup: Backup) -> dict:
@@ -379,6 +420,9 @@ def sidecar(backup: Backup) -> dict:
         "tags": backup.tags,
         "expires_at": backup.expires_at.isoformat() if backup.expires_at else None,
         "engine_meta": backup.engine_meta,
+        "manifest": backup.manifest,
+        "extras": backup.extras,
+        "parallel": backup.parallel,
     }
 
 
@@ -445,12 +489,14 @@ class ChecksumReader:
 
 @contextlib.contextmanager
 def open_plaintext(backup: Backup, passphrase_file: str | None = None, key_file: str | None = None,
-                   tracker: JobTracker | None = None) -> Iterator[tuple[DecodingStream, ChecksumReader]]:
+                   tracker: JobTracker | None = None,
+                   extra: str | None = None) -> Iterator[tuple[DecodingStream, ChecksumReader]]:
     """Yield a stream of the backup's plaintext, authenticated frame by frame, and its checksum reader.
 
     Read the plaintext to its end and then call ``finish_reading`` so the
     stored object's checksum is checked too. With a ``tracker``, progress
-    counts stored bytes read.
+    counts stored bytes read. ``extra`` names one of the backup's extras to
+    read instead of the main object.
     """
     if backup.status != JobStatus.COMPLETED:
         raise UsageError(f"backup {backup.id} is {backup.status}; only completed backups can be read")
@@ -468,14 +514,30 @@ def open_plaintext(backup: Backup, passphrase_file: str | None = None, key_file:
                                f"the catalog {backup.key_id}; object and catalog do not belong together")
         return crypto.unwrap_key_record(backup.key_record, sources)
 
-    raw = storage_backend(backup.storage).get(backup.storage_key)
+    if extra is None:
+        key, sha256 = backup.storage_key, backup.sha256
+    elif extra in backup.extras:
+        key, sha256 = backup.extras[extra]["key"], backup.extras[extra]["sha256"]
+    else:
+        raise NotFoundError(f"backup {backup.id} has no {extra}")
+    raw = storage_backend(backup.storage).get(key)
     if tracker:
         raw = CountingReader(raw, tracker)
-    checked = ChecksumReader(raw, backup.sha256, backup.id)
+    checked = ChecksumReader(raw, sha256, backup.id)
     try:
         yield DecodingStream(checked, key_lookup), checked
     finally:
         checked.close()
+
+
+def read_extras(backup: Backup, passphrase_file: str | None = None, key_file: str | None = None) -> dict[str, bytes]:
+    """Return every extra of a backup (globals, grants), authenticated and decrypted."""
+    extras = {}
+    for name in backup.extras:
+        with open_plaintext(backup, passphrase_file, key_file, extra=name) as (plain, checked):
+            extras[name] = plain.read()
+            finish_reading(checked)
+    return extras
 
 
 def finish_reading(checked: ChecksumReader) -> None:
@@ -488,10 +550,7 @@ def delete_backup(backup: Backup, actor: str, source: str = "") -> None:
     """Delete a backup's object, sidecar and catalog row."""
     if backup.is_active:
         raise BusyError(f"backup {backup.id} is {backup.status}; cancel it before deleting")
-    backend = storage_backend(backup.storage)
-    if backup.storage_key:
-        backend.delete(backup.storage_key)
-        backend.delete(backup.sidecar_key)
+    remove_backup_objects(backup)
     backup_id = backup.id
     backup.delete()
     audit(actor, "backup.delete", "backup", backup_id, source)
@@ -537,11 +596,7 @@ def reap_dead_jobs(now=None) -> list[str]:
             if not won:
                 continue  # it beat in the meantime, or another housekeeper took it
             if isinstance(row, Backup):
-                backend = storage_backend(row.storage)
-                if row.storage_key:
-                    backend.abort(row.storage_key)
-                    backend.delete(row.storage_key)
-                    backend.delete(row.sidecar_key)
+                remove_backup_objects(row)
                 _release_target(row)
             elif isinstance(row, RestoreRequest):
                 from restores.services import remove_partial_restore

@@ -13,6 +13,7 @@ class RestoreRequest(TrackedJob):
     target_database = models.CharField(max_length=1024, blank=True, help_text="New database name or file path")
     download_only = models.BooleanField(default=False)
     output_path = models.CharField(max_length=1024, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="clean, tables, with_globals, parallel")
     requested_by = models.CharField(max_length=150, blank=True)
     result = models.JSONField(default=dict, blank=True)
 

@@ -3,10 +3,12 @@
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from backups import services
-from backups.errors import NotFoundError, UsageError
+from backups.engines import RestoreOptions, compare_manifests
+from backups.errors import DamagedError, NotFoundError, UsageError
 from backups.models import Backup, JobStatus
 from backups.progress import JobTracker, ProgressCallback
 from restores.models import RestoreRequest
@@ -16,10 +18,15 @@ PARTIAL_SUFFIX = ".restoring"
 
 
 def create_restore(backup: Backup, target_database: str = "", download_only: bool = False,
-                   output_dir: str = "", requested_by: str = "", source: str = "") -> RestoreRequest:
+                   output_dir: str = "", requested_by: str = "", source: str = "",
+                   options: RestoreOptions = RestoreOptions()) -> RestoreRequest:
     """Validate and record a pending restore of ``backup``."""
     if backup.status != JobStatus.COMPLETED:
         raise UsageError(f"backup {backup.id} is {backup.status}; only completed backups can be restored")
+    if not 1 <= options.parallel <= 64:
+        raise UsageError(f"--parallel must be between 1 and 64, not {options.parallel}")
+    if options.with_globals and not backup.extras:
+        raise UsageError(f"backup {backup.id} holds no globals, users or grants to restore")
     if download_only:
         if not output_dir:
             raise UsageError("--download-only needs --output-dir DIR")
@@ -33,24 +40,35 @@ def create_restore(backup: Backup, target_database: str = "", download_only: boo
             raise UsageError("say where to restore: --target-database NAME (for SQLite a new file path)")
         if backup.target.engine == "sqlite":
             target_database = str(Path(target_database).resolve())
-            if Path(target_database).exists():
-                raise UsageError(f"{target_database} already exists; restore into a new file")
+            if Path(target_database).exists() and not options.clean:
+                raise UsageError(f"{target_database} already exists; restore into a new file "
+                                 "(or pass --clean to replace it)")
         output_path = target_database
     request = RestoreRequest.objects.create(backup=backup, target_database=target_database,
                                             download_only=download_only, output_path=output_path,
-                                            requested_by=requested_by)
+                                            requested_by=requested_by, options=asdict(options))
     services.audit(requested_by, "restore.create", "backup", backup.id, source, restore=request.pk,
-                   target_database=target_database, download_only=download_only)
+                   target_database=target_database, download_only=download_only, options=request.options)
     return request
 
 
 def run_restore(request_id: int, passphrase_file: str | None = None, key_file: str | None = None,
                 on_progress: ProgressCallback | None = None) -> RestoreRequest:
-    """Run a pending restore; the target appears only after the whole stream was authenticated."""
+    """Run a pending restore; nothing existing is replaced before the whole stream was authenticated.
+
+    After a restore into a database the row counts are compared with the
+    backup's manifest; any difference fails the request (the restored data is
+    left in place for inspection) with the tables named.
+    """
     request = RestoreRequest.objects.select_related("backup__target", "backup__storage").get(pk=request_id)
     backup = request.backup
+    options = RestoreOptions(**{**request.options, "tables": tuple(request.options.get("tables", ()))})
     services.start_job(request)
+    result = {}
     try:
+        if options.clean and not request.download_only:
+            _verifying_pass(backup, passphrase_file, key_file)
+        extras = services.read_extras(backup, passphrase_file, key_file) if options.with_globals else {}
         with JobTracker(request, backup.stored_bytes, on_progress) as tracker, \
                 services.open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
             verified = _VerifyAtEnd(plain, checked)
@@ -58,10 +76,14 @@ def run_restore(request_id: int, passphrase_file: str | None = None, key_file: s
                 result = {"location": _write_file(verified, Path(request.output_path))}
             else:
                 engine = services.target_engine(backup.target, services.job_tmp_dir(request))
-                restored = engine.restore(verified, request.target_database)
+                restored = engine.restore(verified, request.target_database, options, extras)
                 result = {"location": restored.location, **restored.detail}
+        if not request.download_only and backup.manifest:
+            result["row_counts"] = compare_manifests(
+                backup.manifest, engine.row_counts(request.target_database, options.tables), options.tables)
+            _check_row_counts(backup, result)
     except BaseException as exc:
-        services.end_job(request, services.failure_status(exc), services.error_text(exc))
+        services.end_job(request, services.failure_status(exc), services.error_text(exc), result=result)
         services.audit(request.requested_by, "backup.restore", "backup", backup.id, result=request.status,
                        restore=request.pk, error=request.error)
         raise
@@ -71,6 +93,24 @@ def run_restore(request_id: int, passphrase_file: str | None = None, key_file: s
     services.audit(request.requested_by, "backup.restore", "backup", backup.id, restore=request.pk,
                    location=result["location"])
     return request
+
+
+def _verifying_pass(backup: Backup, passphrase_file: str | None, key_file: str | None) -> None:
+    # Replacing an existing database destroys it: read and authenticate the
+    # whole backup first, so a damaged one can never get that far.
+    with services.open_plaintext(backup, passphrase_file, key_file) as (plain, checked):
+        while plain.read(COPY_BUFFER):
+            pass
+        services.finish_reading(checked)
+
+
+def _check_row_counts(backup: Backup, result: dict) -> None:
+    differences = result["row_counts"]["differences"]
+    if differences:
+        listed = "; ".join(f"{d['table']}: {d['expected']} in the backup, {d['restored']} restored"
+                           for d in differences[:10])
+        raise DamagedError(f"restored {backup.id} into {result['location']}, but row counts differ from the "
+                           f"backup's manifest ({len(differences)} table(s)): {listed}")
 
 
 class _VerifyAtEnd:

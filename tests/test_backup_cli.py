@@ -180,3 +180,35 @@ def test_target_commands_register_list_and_remove(cli, sample_sqlite, tmp_path):
     assert cli("target", "add", "app", "--database", "sqlite", "--name", "x").returncode == 2
     assert cli("target", "remove", "app").returncode == 0
     assert cli("target", "remove", "app").returncode == 3
+
+
+def test_a_restore_compares_row_counts_with_the_manifest(cli, sample_sqlite, default_key, backup_dir, tmp_path):
+    out = backup(cli, sample_sqlite)
+    row = Backup.objects.get(pk=out["backup_id"])
+    assert row.manifest == {"tables": {"main.customers": {"rows": 5000, "exact": True}}, "consistent": True}
+    result = cli("restore_database", "--backup-id", row.id, "--target-database", str(tmp_path / "a.db"))
+    assert result.returncode == 0, result.stderr
+    assert "row counts match the backup's manifest for 1 table(s)" in result.stdout
+
+    row.manifest["tables"]["main.customers"]["rows"] = 5001  # as if the restore had lost a row
+    row.save()
+    result = cli("restore_database", "--backup-id", row.id, "--target-database", str(tmp_path / "b.db"))
+    assert result.returncode == 4
+    assert "main.customers: 5001 in the backup, 5000 restored" in result.stderr
+
+
+def test_clean_replaces_an_existing_file_only_after_authenticating(cli, sample_sqlite, default_key, backup_dir,
+                                                                  tmp_path):
+    out = backup(cli, sample_sqlite)
+    existing = tmp_path / "existing.db"
+    existing.write_bytes(b"precious")
+    stored = next(p for p in backup_dir.rglob("*.covet"))
+    good = stored.read_bytes()
+    stored.write_bytes(good[:-10] + bytes(b ^ 1 for b in good[-10:]))
+    result = cli("restore_database", "--backup-id", out["backup_id"], "--target-database", str(existing), "--clean")
+    assert result.returncode == 4
+    assert existing.read_bytes() == b"precious"
+    stored.write_bytes(good)
+    result = cli("restore_database", "--backup-id", out["backup_id"], "--target-database", str(existing), "--clean")
+    assert result.returncode == 0, result.stderr
+    assert rows(existing) == rows(sample_sqlite)

@@ -2,11 +2,14 @@
 
 from importlib import import_module
 
-from backups.engines.base import ConnectionParams, Dump, Engine, RestoreResult
+from backups.engines.base import (ConnectionParams, Dump, DumpOptions, Engine, RestoreOptions, RestoreResult,
+                                  compare_manifests)
 from backups.errors import UsageError
 
 ENGINES = {
     "sqlite": "backups.engines.sqlite.SqliteEngine",
+    "postgresql": "backups.engines.postgres.PostgresEngine",
+    "mysql": "backups.engines.mysql.MysqlEngine",
 }
 
 
@@ -22,4 +25,5 @@ def open_engine(name: str, connection: ConnectionParams, tmp_dir: str) -> Engine
     return getattr(import_module(module_name), class_name)(connection, tmp_dir)
 
 
-__all__ = ["ENGINES", "ConnectionParams", "Dump", "Engine", "RestoreResult", "open_engine"]
+__all__ = ["ENGINES", "ConnectionParams", "Dump", "DumpOptions", "Engine", "RestoreOptions", "RestoreResult",
+           "compare_manifests", "open_engine"]

@@ -1,7 +1,7 @@
-"""The engine contract: estimate a database's size, dump it as a stream, restore a stream.
+"""The engine contract: estimate a database's size, dump it as a stream, restore a stream, count rows.
 
-Engines take plain values (a ``ConnectionParams``) and streams, never models,
-so workers, commands and the shipper can all call them.
+Engines take plain values (a ``ConnectionParams``, options) and streams,
+never models, so workers, commands and the shipper can all call them.
 """
 
 from dataclasses import dataclass, field
@@ -18,13 +18,47 @@ class ConnectionParams:
     password_file: str | None = None
 
 
+@dataclass(frozen=True)
+class DumpOptions:
+    """How to dump: ``parallel`` > 1 asks for parallel dump jobs where the engine has them."""
+
+    parallel: int = 1
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """How to restore.
+
+    ``clean`` replaces an existing target (the caller has already
+    authenticated the whole stream); ``tables`` ("schema.name") restores only
+    those tables; ``with_globals`` also restores roles (PostgreSQL) or users
+    and grants (MySQL) from the dump's extras; ``parallel`` restore jobs.
+    """
+
+    clean: bool = False
+    tables: tuple[str, ...] = ()
+    with_globals: bool = False
+    parallel: int = 1
+
+
 @dataclass
 class Dump:
-    """A dump in progress: the byte stream to read and facts about it (versions, positions)."""
+    """A dump in progress.
+
+    ``stream`` is read to its end by the caller; reading past a failed tool
+    raises ToolError with the tool's own message. ``meta`` holds facts
+    (versions, positions; the engine may add end positions when the stream
+    ends). ``manifest`` is the row-count manifest of the dump's snapshot (see
+    ``Engine.row_counts``). ``extras`` are small named artifacts stored,
+    encrypted, beside the dump (e.g. "globals.sql"), complete before the
+    stream's end.
+    """
 
     stream: BinaryIO
     extension: str
     meta: dict = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
+    extras: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -36,7 +70,7 @@ class RestoreResult:
 
 
 class Engine:
-    """Base of every database engine. Subclasses implement the three methods below."""
+    """Base of every database engine. Subclasses implement the methods that raise NotImplementedError."""
 
     name = "abstract"
 
@@ -48,15 +82,50 @@ class Engine:
         """Return the expected size of a dump of ``database`` in bytes, or None if unknown."""
         raise NotImplementedError
 
-    def dump(self, database: str) -> ContextManager[Dump]:
+    def dump(self, database: str, options: DumpOptions = DumpOptions()) -> ContextManager[Dump]:
         """Return a context manager yielding a consistent dump of ``database``; it cleans up on exit."""
         raise NotImplementedError
 
-    def restore(self, stream: BinaryIO, target: str, replace: bool = False) -> RestoreResult:
-        """Restore the plaintext dump read from ``stream`` into a new ``target``.
+    def restore(self, stream: BinaryIO, target: str, options: RestoreOptions = RestoreOptions(),
+                extras: dict[str, bytes] | None = None) -> RestoreResult:
+        """Restore the plaintext dump read from ``stream`` into ``target``.
 
-        Nothing may replace an existing target unless ``replace`` is true, and
-        the target must not appear until the whole stream was read (and so
-        authenticated) and checked.
+        An existing, non-empty target is refused unless ``options.clean``.
+        A failed restore leaves no half-made new target behind.
         """
         raise NotImplementedError
+
+    def row_counts(self, database: str, tables: tuple[str, ...] = ()) -> dict:
+        """Return exact row counts of ``database`` (only ``tables`` when given) in manifest form.
+
+        Manifest form: {"tables": {"schema.name": {"rows": N, "exact": bool}}, "consistent": bool};
+        "exact" false marks an estimate, "consistent" false a count not taken
+        in the dump's snapshot. Both kinds are reported but never compared as
+        differences.
+        """
+        raise NotImplementedError
+
+
+def compare_manifests(expected: dict, actual: dict, tables: tuple[str, ...] = ()) -> dict:
+    """Compare a backup's manifest with counts after a restore.
+
+    Return {"compared": N, "differences": [...], "skipped": [...]}: only exact
+    counts from a consistent snapshot are compared; the rest are listed as
+    skipped, never reported as differences.
+    """
+    wanted = set(tables) if tables else None
+    differences, skipped, compared = [], [], 0
+    consistent = expected.get("consistent", False)
+    for name, entry in sorted(expected.get("tables", {}).items()):
+        if wanted is not None and name not in wanted:
+            continue
+        restored = actual.get("tables", {}).get(name)
+        if restored is None:
+            differences.append({"table": name, "expected": entry["rows"], "restored": None})
+        elif not (consistent and entry.get("exact")):
+            skipped.append(name)
+        else:
+            compared += 1
+            if restored["rows"] != entry["rows"]:
+                differences.append({"table": name, "expected": entry["rows"], "restored": restored["rows"]})
+    return {"compared": compared, "differences": differences, "skipped": skipped}

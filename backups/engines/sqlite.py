@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from backups.engines.base import Dump, Engine, RestoreResult
+from backups.engines.base import Dump, DumpOptions, Engine, RestoreOptions, RestoreResult
 from backups.errors import DamagedError, NotFoundError, ToolError, UsageError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -37,7 +37,7 @@ class SqliteEngine(Engine):
         return path.stat().st_size
 
     @contextlib.contextmanager
-    def dump(self, database: str) -> Iterator[Dump]:
+    def dump(self, database: str, options: DumpOptions = DumpOptions()) -> Iterator[Dump]:
         source_path = Path(database)
         _check_sqlite_file(source_path)
         os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
@@ -47,8 +47,10 @@ class SqliteEngine(Engine):
         os.close(fd)
         try:
             meta = self._copy(source_path, Path(tmp_name))
+            # Counted on the copy, so the manifest describes exactly the snapshot stored.
+            manifest = self.row_counts(tmp_name)
             with open(tmp_name, "rb") as stream:
-                yield Dump(stream=stream, extension="sqlite3", meta=meta)
+                yield Dump(stream=stream, extension="sqlite3", meta=meta, manifest=manifest)
         finally:
             Path(tmp_name).unlink(missing_ok=True)
 
@@ -77,10 +79,13 @@ class SqliteEngine(Engine):
             source.close()
         return {"sqlite_version": version, "page_count": page_count, "source_path": str(source_path)}
 
-    def restore(self, stream: BinaryIO, target: str, replace: bool = False) -> RestoreResult:
+    def restore(self, stream: BinaryIO, target: str, options: RestoreOptions = RestoreOptions(),
+                extras: dict[str, bytes] | None = None) -> RestoreResult:
+        if options.tables:
+            raise UsageError("SQLite restores whole files; --table is for PostgreSQL and MySQL")
         target_path = Path(target).resolve()
-        if target_path.exists() and not replace:
-            raise UsageError(f"{target_path} already exists; restore into a new file")
+        if target_path.exists() and not options.clean:
+            raise UsageError(f"{target_path} already exists; restore into a new file (or pass --clean to replace it)")
         if not target_path.parent.is_dir():
             raise NotFoundError(f"directory {target_path.parent} does not exist")
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target_path.name}.", suffix=".restoring", dir=target_path.parent)
@@ -99,6 +104,25 @@ class SqliteEngine(Engine):
             tmp_path.unlink(missing_ok=True)
             raise
         return RestoreResult(location=str(target_path), detail={"bytes": size, "integrity_check": check})
+
+
+    def row_counts(self, database: str, tables: tuple[str, ...] = ()) -> dict:
+        conn = sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            names = [row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+            counts = {}
+            for name in names:
+                if tables and f"main.{name}" not in tables and name not in tables:
+                    continue
+                quoted = '"' + name.replace('"', '""') + '"'
+                counts[f"main.{name}"] = {"rows": conn.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0],
+                                          "exact": True}
+        except sqlite3.Error as exc:
+            raise ToolError(f"cannot count rows in {database}: {exc}") from exc
+        finally:
+            conn.close()
+        return {"tables": counts, "consistent": True}
 
 
 def integrity_check(path: Path) -> str:

@@ -48,6 +48,8 @@ class Command(CovetCommand):
         how.add_argument("--encryption-password-file", help="passphrase file for the key-encryption key")
         how.add_argument("--key-file", help="key file (mode 0600) for the key-encryption key")
         how.add_argument("--storage", help="storage name (default: the default storage)")
+        how.add_argument("--parallel", type=int, default=1,
+                         help="parallel dump jobs (PostgreSQL directory format; helps databases with several large tables)")
         how.add_argument("--retention-days", type=int)
         how.add_argument("--tags", help="k=v,k2=v2")
         parser.add_argument("--output-format", choices=["text", "json", "prometheus"], default="text")
@@ -65,6 +67,7 @@ class Command(CovetCommand):
             passphrase_file=opts["encryption_password_file"],
             key_file=opts["key_file"],
             retention_days=opts["retention_days"],
+            parallel=opts["parallel"],
             tags=services.parse_tags(opts["tags"]),
             initiated_by=services.cli_source(),
             source=services.cli_source(),
