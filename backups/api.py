@@ -108,7 +108,8 @@ class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Des
         serializer.is_valid(raise_exception=True)
         restore = restore_services.create_restore(
             self.get_object(), serializer.validated_data["target_database"],
-            requested_by=request.user.username, source=request_source(request))
+            requested_by=request.user.username, source=request_source(request),
+            options=serializer.restore_options())
         job_id = jobs.enqueue_restore(restore)
         body = {"restore_id": restore.pk, "job_id": job_id, "restore": RestoreSerializer(restore).data}
         return Response(body, status=status.HTTP_202_ACCEPTED)

@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from backups import services
+from backups.engines import RestoreOptions
 from backups.models import CIPHER_CHOICES, CODEC_CHOICES, Backup, DatabaseTarget, Storage
 from restores.models import RestoreRequest
 from verification.models import VerificationRun
@@ -59,7 +60,7 @@ class RestoreSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RestoreRequest
-        fields = ["id", "backup_id", "status", "target_database", "download_only", "output_path", "requested_by",
+        fields = ["id", "backup_id", "status", "target_database", "download_only", "output_path", "options", "requested_by",
                   "result", "created_at", "started_at", "finished_at", "duration_seconds", "error",
                   *PROGRESS_FIELDS]
         read_only_fields = fields
@@ -85,7 +86,8 @@ class BackupSerializer(serializers.ModelSerializer):
                   "source_bytes", "stored_bytes", "compression", "compression_level", "compression_ratio",
                   "cipher", "key_id", "key_source", "sha256", "storage", "storage_location", "storage_key",
                   "created_at", "started_at", "finished_at", "duration_seconds", "expires_at", "initiated_by",
-                  "tags", "engine_meta", "error", *PROGRESS_FIELDS, "verifications", "restores"]
+                  "tags", "engine_meta", "manifest", "parallel", "error", *PROGRESS_FIELDS, "verifications",
+                  "restores"]
         read_only_fields = fields
 
     @extend_schema_field(serializers.CharField())
@@ -109,6 +111,8 @@ class BackupCreateSerializer(serializers.Serializer):
     storage = serializers.SlugRelatedField(slug_field="name", queryset=Storage.objects.all(), required=False,
                                            allow_null=True, default=None, help_text="Empty: the default storage")
     retention_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    parallel = serializers.IntegerField(required=False, default=1, min_value=1, max_value=64,
+                                        help_text="Parallel dump jobs (PostgreSQL directory format)")
     tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
 
     def backup_request(self, initiated_by: str, source: str) -> services.BackupRequest:
@@ -127,7 +131,20 @@ class RestoreCreateSerializer(serializers.Serializer):
     """POST /api/backups/<id>/restore/."""
 
     target_database = serializers.CharField(
-        max_length=1024, help_text="A new database name, or for SQLite a new file path; never an existing one")
+        max_length=1024, help_text="A new database name, or for SQLite a new file path; existing ones need clean")
+    clean = serializers.BooleanField(
+        default=False, help_text="Replace an existing database, only after the whole backup was authenticated")
+    tables = serializers.ListField(child=serializers.CharField(max_length=512), required=False, default=list,
+                                   help_text='Restore only these tables ("schema.name")')
+    with_globals = serializers.BooleanField(
+        default=False, help_text="Also restore roles (PostgreSQL) or users and grants (MySQL)")
+    parallel = serializers.IntegerField(default=1, min_value=1, max_value=64, help_text="Parallel restore jobs")
+
+    def restore_options(self) -> RestoreOptions:
+        """Return the engine restore options for the validated data."""
+        data = self.validated_data
+        return RestoreOptions(clean=data["clean"], tables=tuple(data["tables"]), with_globals=data["with_globals"],
+                              parallel=data["parallel"])
 
 
 class RestoreAcceptedSerializer(serializers.Serializer):

@@ -346,3 +346,20 @@ def test_a_target_password_goes_to_a_0600_file_and_never_comes_back(api, setting
     assert response.status_code == 400 and "still has 1 backup" in response.json()["error"]
     assert api.delete("/api/targets/shop/").status_code == 204
     assert AuditEvent.objects.filter(action="target.remove", object_id="shop", actor="admin").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_restore_request_carries_its_options(api, target, clean_queues, tmp_path):
+    backup = catalog_row(target)
+    response = api.post(f"/api/backups/{backup.id}/restore/",
+                        {"target_database": str(tmp_path / "new.db"), "clean": True, "parallel": 2},
+                        format="json")
+    assert response.status_code == 202, response.json()
+    options = response.json()["restore"]["options"]
+    assert options == {"clean": True, "tables": [], "with_globals": False, "parallel": 2}
+    response = api.post(f"/api/backups/{backup.id}/restore/", {"target_database": "x", "parallel": 0},
+                        format="json")
+    assert response.status_code == 400
+    response = api.post(f"/api/backups/{backup.id}/restore/", {"target_database": "x", "with_globals": True},
+                        format="json")
+    assert response.status_code == 400 and "no globals" in response.json()["error"]

@@ -168,8 +168,19 @@ def test_the_detail_page_shows_every_fact(signed_in, target, default_key, backup
         assert fact in page, fact
     assert 'id="cancel"' not in page
     assert "wraps" not in page  # the wrapped data keys stay out of pages
+    assert 'id="manifest"' in page and "main.customers" in page and ">5000<" in page
+    assert 'id="no-pitr"' not in page
 
     assert signed_in.get("/backups/backup_20000101_000000_000000/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_detail_page_says_when_point_in_time_recovery_is_impossible(signed_in, target):
+    backup = catalog_row(target)
+    backup.engine_meta = {"pitr_possible": False, "pitr_reason": "the binary log is off (log_bin=OFF)"}
+    backup.save()
+    page = signed_in.get(f"/backups/{backup.id}/").content.decode()
+    assert 'id="no-pitr"' in page and "log_bin=OFF" in page
 
 
 @queues_jobs
