@@ -18,6 +18,7 @@ run: venv
 
 test: venv
 	scripts/ensure_redis.sh
+	scripts/ensure_databases.sh
 	scripts/ensure_browser.sh
 	$(PY) -m pytest
 

@@ -282,16 +282,21 @@ def run_backup(backup_id: str, on_progress: ProgressCallback | None = None) -> B
     backup.storage_key = backup_object_key(backup)
     backup.save(update_fields=["storage_key"])
     start_job(backup)
+    # The target is released before the final status is written, so whoever
+    # sees the backup ended also finds the target free.
     try:
         _store_backup(backup, backend, on_progress)
     except BaseException as exc:
         remove_backup_objects(backup, backend)
+        _release_target(backup)
         end_job(backup, failure_status(exc), error_text(exc))
         audit(backup.initiated_by, "backup.run", "backup", backup.id, result=backup.status, error=backup.error)
         raise
     finally:
         shutil.rmtree(job_tmp_dir(backup), ignore_errors=True)
-        _release_target(backup)
+    _release_target(backup)
+    backup.status = JobStatus.COMPLETED
+    backup.save()
     audit(backup.initiated_by, "backup.run", "backup", backup.id, stored_bytes=backup.stored_bytes)
     return backup
 
@@ -360,8 +365,6 @@ def _store_backup(backup: Backup, backend, on_progress: ProgressCallback | None)
     # The sidecar goes last but one and the completed row last, so a
     # half-written backup is never listed as complete.
     backend.put_bytes(backup.sidecar_key, json.dumps(sidecar(backup), indent=2, sort_keys=True).encode())
-    backup.status = JobStatus.COMPLETED
-    backup.save()
 
 
 def extra_key(backup: Backup, name: str) -> str:

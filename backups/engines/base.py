@@ -98,7 +98,9 @@ class Engine:
     def row_counts(self, database: str, tables: tuple[str, ...] = ()) -> dict:
         """Return exact row counts of ``database`` (only ``tables`` when given) in manifest form.
 
-        Manifest form: {"tables": {"schema.name": {"rows": N, "exact": bool}}, "consistent": bool};
+        Manifest form: {"tables": {NAME: {"rows": N, "exact": bool}}, "consistent": bool}, NAME as the
+        engine's restore takes it in ``RestoreOptions.tables`` ("schema.name" for PostgreSQL and SQLite,
+        the bare table name for MySQL, whose restore renames the schema);
         "exact" false marks an estimate, "consistent" false a count not taken
         in the dump's snapshot. Both kinds are reported but never compared as
         differences.
