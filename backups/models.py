@@ -121,6 +121,10 @@ class BackupPolicy(models.Model):
     target = models.ForeignKey(DatabaseTarget, on_delete=models.CASCADE, related_name="policies")
     database = models.CharField(max_length=1024, blank=True, help_text="Empty: the target's database")
     storage = models.ForeignKey(Storage, on_delete=models.PROTECT, related_name="policies")
+    secondary_storage = models.ForeignKey(
+        Storage, null=True, blank=True, on_delete=models.PROTECT, related_name="secondary_policies",
+        help_text="A second storage every backup is copied to (3-2-1 rule)",
+    )
     compression = models.CharField(max_length=16, choices=CODEC_CHOICES, default="zstd")
     compression_level = models.IntegerField(null=True, blank=True)
     cipher = models.CharField(max_length=32, choices=CIPHER_CHOICES, default="aes-256-gcm")
@@ -190,6 +194,30 @@ class Backup(TrackedJob):
     @property
     def sidecar_key(self) -> str:
         return self.storage_key.rsplit(".", 1)[0] + ".json" if self.storage_key else ""
+
+
+class BackupCopy(models.Model):
+    """A further copy of a backup's objects on another storage, and whether it is healthy."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        OK = "ok"
+        FAILED = "failed"
+        MISSING = "missing"
+        DAMAGED = "damaged"
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="copies")
+    storage = models.ForeignKey(Storage, on_delete=models.PROTECT, related_name="copies")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    error = models.TextField(blank=True)
+    copied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["backup", "storage"]
+        constraints = [models.UniqueConstraint(fields=["backup", "storage"], name="one_copy_per_storage")]
+
+    def __str__(self) -> str:
+        return f"{self.backup_id} on {self.storage}"
 
 
 class ArchivedLog(models.Model):

@@ -23,8 +23,9 @@ from django.utils import timezone
 
 from backups import keys
 from backups.engines import ConnectionParams, DumpOptions, open_engine
-from backups.errors import BusyError, CancelledError, CovetError, DamagedError, NotFoundError, UsageError
-from backups.models import ACTIVE_STATUSES, AuditEvent, Backup, DatabaseTarget, JobStatus, Storage
+from backups.errors import (BusyError, CancelledError, CovetError, DamagedError, NotFoundError, StorageError,
+                            UsageError)
+from backups.models import ACTIVE_STATUSES, AuditEvent, Backup, BackupCopy, DatabaseTarget, JobStatus, Storage
 from backups.pipeline import codecs, crypto
 from backups.pipeline.container import DecodingStream, EncodingStream, Header
 from backups.progress import CountingReader, JobTracker, ProgressCallback
@@ -70,6 +71,52 @@ def get_storage(name: str | None) -> Storage:
         return Storage.objects.get(name=name)
     except Storage.DoesNotExist:
         raise NotFoundError(f"no storage named {name!r}; see the Storage list in the admin") from None
+
+
+SECRET_WORDS = ("password", "secret", "account_key", "sas_token", "connection_string", "access_key")
+
+
+def add_storage(name: str, kind: str, config: dict, make_default: bool = False) -> Storage:
+    """Register a storage; its config must name secrets by reference (``*_env`` / ``*_file``), never hold them."""
+    if Storage.objects.filter(name=name).exists():
+        raise UsageError(f"a storage named {name!r} already exists")
+    for key in config:
+        if any(word in key for word in SECRET_WORDS) and not key.endswith(("_env", "_file")):
+            raise UsageError(f"storage setting {key!r} would put a secret in the catalog; "
+                             f"name it by reference instead ({key}_env=VARIABLE or {key}_file=/path)")
+    storage = Storage(name=name, kind=kind, config=config)
+    storage_backend(storage)  # a bad setting fails here, not in the middle of a backup
+    storage.save()
+    if make_default:
+        Storage.objects.exclude(pk=storage.pk).update(is_default=False)
+        Storage.objects.filter(pk=storage.pk).update(is_default=True)
+        storage.is_default = True
+    return storage
+
+
+def remove_storage(name: str) -> None:
+    """Remove a storage that no backup lives on."""
+    storage = get_storage(name)
+    count = storage.backups.count()
+    if count:
+        raise UsageError(f"storage {name!r} still holds {count} backup(s) in the catalog; delete them first")
+    storage.delete()
+
+
+def check_storage(storage: Storage) -> str:
+    """Write, stat, read back and delete a small object; return what happened, in words."""
+    backend = storage_backend(storage)
+    key = object_key("covet-check", f"{socket.gethostname()}-{os.getpid()}.txt")
+    probe = f"covet storage check {timezone.now().isoformat()}".encode()
+    backend.put_bytes(key, probe)
+    try:
+        if backend.get_bytes(key) != probe:
+            raise StorageError(f"storage {storage.name} returned different bytes than were written")
+    finally:
+        backend.delete(key)
+    free = backend.free_bytes()
+    return f"storage {storage.name} ok: wrote, read back and deleted {backend.describe(key)}" + (
+        f"; {free / 2**30:.1f} GiB free" if free is not None else "")
 
 
 def storage_backend(storage: Storage):
@@ -199,6 +246,7 @@ class BackupRequest:
     passphrase_file: str | None = None
     key_file: str | None = None
     retention_days: int | None = None
+    copy_to: Storage | None = None
     parallel: int = 1
     tags: dict = field(default_factory=dict)
     initiated_by: str = ""
@@ -238,6 +286,10 @@ def create_backup(request: BackupRequest) -> Backup:
         parallel=request.parallel,
         expires_at=now + timedelta(days=request.retention_days) if request.retention_days else None,
     )
+    if request.copy_to:
+        if request.copy_to.pk == backup.storage_id:
+            raise UsageError("the copy must go to another storage than the backup itself")
+        BackupCopy.objects.create(backup=backup, storage=request.copy_to)
     audit(request.initiated_by, "backup.create", "backup", backup.id, request.source,
           target=request.target.name, database=backup.database_name)
     return backup
@@ -298,7 +350,56 @@ def run_backup(backup_id: str, on_progress: ProgressCallback | None = None) -> B
     backup.status = JobStatus.COMPLETED
     backup.save()
     audit(backup.initiated_by, "backup.run", "backup", backup.id, stored_bytes=backup.stored_bytes)
+    replicate_backup(backup)
     return backup
+
+
+def replicate_backup(backup: Backup) -> list[BackupCopy]:
+    """Copy a completed backup's objects to each of its pending copies' storages, checking every checksum.
+
+    A failed copy is recorded on its row (state failed, error) and never
+    fails the backup itself: the primary is complete and restorable.
+    """
+    done = []
+    source = storage_backend(backup.storage)
+    for copy in backup.copies.filter(state=BackupCopy.State.PENDING).select_related("storage"):
+        target = storage_backend(copy.storage)
+        try:
+            for key, sha256, size in _objects_with_checksums(backup):
+                with source.get(key) as stream:
+                    target.put(key, ChecksumReader(stream, sha256, backup.id), size_hint=size)
+            copy.state, copy.error, copy.copied_at = BackupCopy.State.OK, "", timezone.now()
+        except CovetError as exc:
+            for key, _sha, _size in _objects_with_checksums(backup):
+                target.abort(key)
+                target.delete(key)
+            copy.state, copy.error = BackupCopy.State.FAILED, str(exc)
+        copy.save()
+        audit(backup.initiated_by, "backup.copy", "backup", backup.id, result=copy.state,
+              storage=copy.storage.name, error=copy.error)
+        done.append(copy)
+    return done
+
+
+def _objects_with_checksums(backup: Backup) -> list[tuple[str, str, int | None]]:
+    # The sidecar has no recorded checksum; it is copied last, like it is written last.
+    objects = [(backup.storage_key, backup.sha256, backup.stored_bytes)]
+    objects += [(e["key"], e["sha256"], e.get("stored_bytes")) for e in backup.extras.values()]
+    return objects + [(backup.sidecar_key, "", None)]
+
+
+def backup_locations(backup: Backup) -> list[Storage]:
+    """Return the storages a backup can be read from: its own first, then its healthy copies."""
+    copies = backup.copies.filter(state=BackupCopy.State.OK).select_related("storage")
+    return [backup.storage, *(copy.storage for copy in copies)]
+
+
+def mark_location_bad(backup: Backup, storage: Storage, exc: CovetError) -> None:
+    """Record that reading ``backup`` from ``storage`` failed (missing or damaged)."""
+    state = BackupCopy.State.MISSING if isinstance(exc, NotFoundError) else BackupCopy.State.DAMAGED
+    BackupCopy.objects.filter(backup=backup, storage=storage).update(state=state, error=str(exc))
+    audit("system", "backup.location_bad", "backup", backup.id, result=state, storage=storage.name,
+          error=str(exc))
 
 
 def error_text(exc: BaseException) -> str:
@@ -460,6 +561,8 @@ def backup_summary(backup: Backup) -> dict:
         "duration_seconds": backup.duration_seconds,
         "expires_at": backup.expires_at.isoformat() if backup.expires_at else None,
         "tags": backup.tags,
+        "copies": [{"storage": copy.storage.name, "state": copy.state, "error": copy.error}
+                   for copy in backup.copies.select_related("storage")],
         "error": backup.error,
     }
 
@@ -492,14 +595,15 @@ class ChecksumReader:
 
 @contextlib.contextmanager
 def open_plaintext(backup: Backup, passphrase_file: str | None = None, key_file: str | None = None,
-                   tracker: JobTracker | None = None,
-                   extra: str | None = None) -> Iterator[tuple[DecodingStream, ChecksumReader]]:
+                   tracker: JobTracker | None = None, extra: str | None = None,
+                   storage: Storage | None = None) -> Iterator[tuple[DecodingStream, ChecksumReader]]:
     """Yield a stream of the backup's plaintext, authenticated frame by frame, and its checksum reader.
 
     Read the plaintext to its end and then call ``finish_reading`` so the
     stored object's checksum is checked too. With a ``tracker``, progress
     counts stored bytes read. ``extra`` names one of the backup's extras to
-    read instead of the main object.
+    read instead of the main object; ``storage`` one of its copies' storages
+    instead of its own.
     """
     if backup.status != JobStatus.COMPLETED:
         raise UsageError(f"backup {backup.id} is {backup.status}; only completed backups can be read")
@@ -523,7 +627,7 @@ def open_plaintext(backup: Backup, passphrase_file: str | None = None, key_file:
         key, sha256 = backup.extras[extra]["key"], backup.extras[extra]["sha256"]
     else:
         raise NotFoundError(f"backup {backup.id} has no {extra}")
-    raw = storage_backend(backup.storage).get(key)
+    raw = storage_backend(storage or backup.storage).get(key)
     if tracker:
         raw = CountingReader(raw, tracker)
     checked = ChecksumReader(raw, sha256, backup.id)
@@ -533,11 +637,12 @@ def open_plaintext(backup: Backup, passphrase_file: str | None = None, key_file:
         checked.close()
 
 
-def read_extras(backup: Backup, passphrase_file: str | None = None, key_file: str | None = None) -> dict[str, bytes]:
+def read_extras(backup: Backup, passphrase_file: str | None = None, key_file: str | None = None,
+                storage: Storage | None = None) -> dict[str, bytes]:
     """Return every extra of a backup (globals, grants), authenticated and decrypted."""
     extras = {}
     for name in backup.extras:
-        with open_plaintext(backup, passphrase_file, key_file, extra=name) as (plain, checked):
+        with open_plaintext(backup, passphrase_file, key_file, extra=name, storage=storage) as (plain, checked):
             extras[name] = plain.read()
             finish_reading(checked)
     return extras
@@ -554,6 +659,8 @@ def delete_backup(backup: Backup, actor: str, source: str = "") -> None:
     if backup.is_active:
         raise BusyError(f"backup {backup.id} is {backup.status}; cancel it before deleting")
     remove_backup_objects(backup)
+    for copy in backup.copies.select_related("storage"):
+        remove_backup_objects(backup, storage_backend(copy.storage))
     backup_id = backup.id
     backup.delete()
     audit(actor, "backup.delete", "backup", backup_id, source)

@@ -66,19 +66,9 @@ def run_restore(request_id: int, passphrase_file: str | None = None, key_file: s
     services.start_job(request)
     result = {}
     try:
-        if options.clean and not request.download_only:
-            _verifying_pass(backup, passphrase_file, key_file)
-        extras = services.read_extras(backup, passphrase_file, key_file) if options.with_globals else {}
-        with JobTracker(request, backup.stored_bytes, on_progress) as tracker, \
-                services.open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
-            verified = _VerifyAtEnd(plain, checked)
-            if request.download_only:
-                result = {"location": _write_file(verified, Path(request.output_path))}
-            else:
-                engine = services.target_engine(backup.target, services.job_tmp_dir(request))
-                restored = engine.restore(verified, request.target_database, options, extras)
-                result = {"location": restored.location, **restored.detail}
+        result = _restore_from_a_healthy_copy(request, options, passphrase_file, key_file, on_progress)
         if not request.download_only and backup.manifest:
+            engine = services.target_engine(backup.target, services.job_tmp_dir(request))
             result["row_counts"] = compare_manifests(
                 backup.manifest, engine.row_counts(request.target_database, options.tables), options.tables)
             _check_row_counts(backup, result)
@@ -95,10 +85,50 @@ def run_restore(request_id: int, passphrase_file: str | None = None, key_file: s
     return request
 
 
-def _verifying_pass(backup: Backup, passphrase_file: str | None, key_file: str | None) -> None:
+def _restore_from_a_healthy_copy(request: RestoreRequest, options: RestoreOptions, passphrase_file: str | None,
+                                 key_file: str | None, on_progress: ProgressCallback | None) -> dict:
+    # A copy that is missing or damaged is skipped for the next one. The
+    # engines leave nothing behind when their stream fails, so the next
+    # attempt starts clean. A wrong key is no reason to try elsewhere.
+    backup = request.backup
+    fallbacks = []
+    locations = services.backup_locations(backup)
+    for index, storage in enumerate(locations):
+        try:
+            result = _restore_from(request, options, storage, passphrase_file, key_file, on_progress)
+        except (NotFoundError, DamagedError) as exc:
+            if index + 1 == len(locations):
+                raise
+            services.mark_location_bad(backup, storage, exc)
+            fallbacks.append({"storage": storage.name, "error": str(exc)})
+            continue
+        result["read_from"] = storage.name
+        if fallbacks:
+            result["fallbacks"] = fallbacks
+        return result
+    raise NotFoundError(f"backup {backup.id} has no readable copy")
+
+
+def _restore_from(request: RestoreRequest, options: RestoreOptions, storage, passphrase_file: str | None,
+                  key_file: str | None, on_progress: ProgressCallback | None) -> dict:
+    backup = request.backup
+    if options.clean and not request.download_only:
+        _verifying_pass(backup, passphrase_file, key_file, storage)
+    extras = services.read_extras(backup, passphrase_file, key_file, storage) if options.with_globals else {}
+    with JobTracker(request, backup.stored_bytes, on_progress) as tracker, \
+            services.open_plaintext(backup, passphrase_file, key_file, tracker, storage=storage) as (plain, checked):
+        verified = _VerifyAtEnd(plain, checked)
+        if request.download_only:
+            return {"location": _write_file(verified, Path(request.output_path))}
+        engine = services.target_engine(backup.target, services.job_tmp_dir(request))
+        restored = engine.restore(verified, request.target_database, options, extras)
+        return {"location": restored.location, **restored.detail}
+
+
+def _verifying_pass(backup: Backup, passphrase_file: str | None, key_file: str | None, storage) -> None:
     # Replacing an existing database destroys it: read and authenticate the
     # whole backup first, so a damaged one can never get that far.
-    with services.open_plaintext(backup, passphrase_file, key_file) as (plain, checked):
+    with services.open_plaintext(backup, passphrase_file, key_file, storage=storage) as (plain, checked):
         while plain.read(COPY_BUFFER):
             pass
         services.finish_reading(checked)

@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from backups.errors import UsageError
+from backups.errors import StorageError, UsageError
 from backups.storage import object_key, open_storage
 from storage_contract import StorageContract
 
@@ -41,3 +41,13 @@ def test_object_key_sanitises_names_into_single_components():
     assert object_key("sqlite", "../../etc", "my db", "x\ny") == "sqlite/.._.._etc/my_db/x_y"
     with pytest.raises(UsageError):
         object_key("..")
+
+
+def test_an_unwritable_root_is_a_storage_error_and_cleanup_does_not_fail(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = open_storage("local", {"root": str(blocker / "sub")})
+    with pytest.raises(StorageError, match="cannot write"):
+        store.put_bytes("a/b.covet", b"x")
+    store.abort("a/b.covet")
+    store.delete("a/b.covet")

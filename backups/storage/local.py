@@ -53,10 +53,10 @@ class LocalStorage(Storage):
             os.replace(partial, path)
             self._fsync_dir(path.parent)
         except OSError as exc:
-            partial.unlink(missing_ok=True)
+            _remove(partial)
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
         except BaseException:
-            partial.unlink(missing_ok=True)
+            _remove(partial)
             raise
         return ObjectInfo(key=key, size=size)
 
@@ -99,12 +99,12 @@ class LocalStorage(Storage):
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:
-            path.unlink(missing_ok=True)
+            _remove(path)
         except OSError as exc:
             raise StorageError(f"cannot delete {path}: {exc.strerror or exc}") from exc
 
     def abort(self, key: str) -> None:
-        self._partial(self._path(key)).unlink(missing_ok=True)
+        _remove(self._partial(self._path(key)))
 
     def describe(self, key: str) -> str:
         return self._path(key).as_uri()
@@ -114,3 +114,11 @@ class LocalStorage(Storage):
         while not probe.exists():
             probe = probe.parent
         return shutil.disk_usage(probe).free
+
+
+def _remove(path: Path) -> None:
+    """Remove a file; one that is not there (or whose directory is not) is not an error."""
+    try:
+        path.unlink()
+    except (FileNotFoundError, NotADirectoryError):
+        pass

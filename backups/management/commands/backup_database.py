@@ -48,6 +48,7 @@ class Command(CovetCommand):
         how.add_argument("--encryption-password-file", help="passphrase file for the key-encryption key")
         how.add_argument("--key-file", help="key file (mode 0600) for the key-encryption key")
         how.add_argument("--storage", help="storage name (default: the default storage)")
+        how.add_argument("--copy-to", metavar="STORAGE", help="also copy the backup to this second storage")
         how.add_argument("--parallel", type=int, default=1,
                          help="parallel dump jobs (PostgreSQL directory format; helps databases with several large tables)")
         how.add_argument("--retention-days", type=int)
@@ -61,6 +62,7 @@ class Command(CovetCommand):
             target=target,
             database=opts["name"] or "",
             storage=services.get_storage(opts["storage"]),
+            copy_to=services.get_storage(opts["copy_to"]) if opts["copy_to"] else None,
             compression=opts["compress"],
             compression_level=opts["compress_level"],
             cipher=opts["encrypt"],
