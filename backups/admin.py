@@ -3,7 +3,7 @@
 from django import forms
 from django.contrib import admin
 
-from backups.models import ArchivedLog, AuditEvent, Backup, BackupPolicy, DatabaseTarget, Storage
+from backups.models import ArchivedLog, AuditEvent, Backup, BackupCopy, BackupPolicy, DatabaseTarget, Storage
 
 
 class DatabaseTargetForm(forms.ModelForm):
@@ -53,8 +53,25 @@ class BackupPolicyAdmin(admin.ModelAdmin):
     search_fields = ["name", "target__name"]
 
 
+class BackupCopyInline(admin.TabularInline):
+    model = BackupCopy
+    extra = 0
+    fields = ["storage", "state", "copied_at", "error"]
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(BackupCopy)
+class BackupCopyAdmin(admin.ModelAdmin):
+    list_display = ["backup", "storage", "state", "copied_at"]
+    list_filter = ["state", "storage"]
+    search_fields = ["backup__id"]
+    readonly_fields = ["backup", "storage", "state", "copied_at", "error"]
+
+
 @admin.register(Backup)
 class BackupAdmin(admin.ModelAdmin):
+    inlines = [BackupCopyInline]
     list_display = ["id", "target", "database_name", "backup_type", "status", "created_at", "source_bytes",
                     "stored_bytes", "compression", "cipher", "initiated_by"]
     list_filter = ["status", "backup_type", "target__engine", "compression", "cipher", "storage", "created_at"]

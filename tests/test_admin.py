@@ -9,7 +9,7 @@ from backups.models import DatabaseTarget
 
 pytestmark = pytest.mark.django_db
 
-MODELS = ["backups/databasetarget", "backups/storage", "backups/backuppolicy", "backups/backup",
+MODELS = ["backups/databasetarget", "backups/storage", "backups/backuppolicy", "backups/backup", "backups/backupcopy",
           "backups/archivedlog", "backups/auditevent", "restores/restorerequest", "verification/verificationrun"]
 
 
