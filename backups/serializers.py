@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from backups import services
 from backups.engines import RestoreOptions
-from backups.models import CIPHER_CHOICES, CODEC_CHOICES, Backup, DatabaseTarget, Storage
+from backups.models import CIPHER_CHOICES, CODEC_CHOICES, Backup, BackupCopy, DatabaseTarget, Storage
 from restores.models import RestoreRequest
 from verification.models import VerificationRun
 
@@ -66,6 +66,17 @@ class RestoreSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class BackupCopySerializer(serializers.ModelSerializer):
+    """A further copy of a backup on another storage, and its state."""
+
+    storage = serializers.CharField(source="storage.name", read_only=True)
+
+    class Meta:
+        model = BackupCopy
+        fields = ["storage", "state", "error"]
+        read_only_fields = fields
+
+
 class BackupSerializer(serializers.ModelSerializer):
     """A backup: the fields services.backup_summary gives scripts, plus metadata, progress and its jobs."""
 
@@ -79,6 +90,7 @@ class BackupSerializer(serializers.ModelSerializer):
     percent_done = serializers.FloatField(read_only=True, allow_null=True)
     verifications = VerificationSummarySerializer(many=True, read_only=True)
     restores = RestoreSummarySerializer(many=True, read_only=True)
+    copies = BackupCopySerializer(many=True, read_only=True)
 
     class Meta:
         model = Backup
@@ -86,8 +98,8 @@ class BackupSerializer(serializers.ModelSerializer):
                   "source_bytes", "stored_bytes", "compression", "compression_level", "compression_ratio",
                   "cipher", "key_id", "key_source", "sha256", "storage", "storage_location", "storage_key",
                   "created_at", "started_at", "finished_at", "duration_seconds", "expires_at", "initiated_by",
-                  "tags", "engine_meta", "manifest", "parallel", "error", *PROGRESS_FIELDS, "verifications",
-                  "restores"]
+                  "tags", "engine_meta", "manifest", "parallel", "copies", "error", *PROGRESS_FIELDS,
+                  "verifications", "restores"]
         read_only_fields = fields
 
     @extend_schema_field(serializers.CharField())

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -30,6 +31,8 @@ from backups.pipeline import codecs, crypto
 from backups.pipeline.container import DecodingStream, EncodingStream, Header
 from backups.progress import CountingReader, JobTracker, ProgressCallback
 from backups.storage import object_key, open_storage, safe_component
+
+logger = logging.getLogger(__name__)
 
 OBJECT_EXTENSION = "covet"
 SIDECAR_VERSION = 1
@@ -339,9 +342,9 @@ def run_backup(backup_id: str, on_progress: ProgressCallback | None = None) -> B
     try:
         _store_backup(backup, backend, on_progress)
     except BaseException as exc:
-        remove_backup_objects(backup, backend)
+        leftovers = try_remove_backup_objects(backup, backend)
         _release_target(backup)
-        end_job(backup, failure_status(exc), error_text(exc))
+        end_job(backup, failure_status(exc), error_text(exc) + leftovers)
         audit(backup.initiated_by, "backup.run", "backup", backup.id, result=backup.status, error=backup.error)
         raise
     finally:
@@ -496,6 +499,20 @@ def remove_backup_objects(backup: Backup, backend=None) -> None:
     for key in backup_object_keys(backup):
         backend.abort(key)
         backend.delete(key)
+
+
+def try_remove_backup_objects(backup: Backup, backend=None) -> str:
+    """Remove a failed backup's leftovers; return what could not be removed instead of raising.
+
+    Used where a failure is already being recorded: a storage that is down
+    must not also keep the row running or the target claimed.
+    """
+    try:
+        remove_backup_objects(backup, backend)
+    except CovetError as exc:
+        logger.warning("backup %s: leftovers not removed: %s", backup.id, exc)
+        return f" (its partial objects could not be removed yet: {exc}; delete the backup to retry)"
+    return ""
 
 
 def sidecar(backup: Backup) -> dict:
@@ -706,8 +723,10 @@ def reap_dead_jobs(now=None) -> list[str]:
             if not won:
                 continue  # it beat in the meantime, or another housekeeper took it
             if isinstance(row, Backup):
-                remove_backup_objects(row)
                 _release_target(row)
+                leftovers = try_remove_backup_objects(row)
+                if leftovers:
+                    model.objects.filter(pk=row.pk).update(error=message + leftovers)
             elif isinstance(row, RestoreRequest):
                 from restores.services import remove_partial_restore
 

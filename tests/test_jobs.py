@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from backups import jobs, services
-from backups.errors import BusyError, QueueUnavailableError
+from backups.errors import BusyError, QueueUnavailableError, StorageError
 from backups.models import Backup, DatabaseTarget
 from conftest import wait_for
 
@@ -119,3 +119,20 @@ def test_an_unreachable_queue_fails_the_row_with_a_clear_error(settings, sample_
     with pytest.raises(QueueUnavailableError, match="start Redis"):
         jobs.enqueue_backup(backup)
     assert fresh(backup).status == "failed" and "unavailable" in fresh(backup).error
+
+
+def test_a_storage_that_is_down_during_cleanup_still_leaves_the_backup_failed(monkeypatch, sample_sqlite,
+                                                                              default_key, backup_dir):
+    from backups.storage.local import LocalStorage
+
+    def down(*_args, **_kwargs):
+        raise StorageError("storage unreachable")
+
+    monkeypatch.setattr(LocalStorage, "put", down)
+    monkeypatch.setattr(LocalStorage, "abort", down)
+    backup = make_backup(sample_sqlite)
+    with pytest.raises(StorageError):
+        services.run_backup(backup.id)
+    failed = fresh(backup)
+    assert failed.status == "failed" and "could not be removed yet" in failed.error
+    assert DatabaseTarget.objects.get(pk=failed.target_id).running_backup == ""

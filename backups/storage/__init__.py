@@ -11,6 +11,8 @@ from backups.storage.base import ObjectInfo, Storage, object_key, safe_component
 
 KINDS = {
     "local": "backups.storage.local.LocalStorage",
+    "s3": "backups.storage.s3.S3Storage",
+    "azure": "backups.storage.azure.AzureStorage",
 }
 
 
