@@ -20,10 +20,12 @@ test: venv
 	scripts/ensure_redis.sh
 	scripts/ensure_databases.sh
 	scripts/ensure_browser.sh
+	scripts/ensure_azurite.sh
 	$(PY) -m pytest
 
 bench: venv
 	$(PY) bench/pipeline.py
+	$(PY) bench/engines.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

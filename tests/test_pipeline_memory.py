@@ -7,9 +7,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Runs in a fresh interpreter so ru_maxrss (the peak RSS) sees only this work.
+# Runs in a fresh interpreter so its peak RSS (VmHWM) sees only this work.
 SCRIPT = r"""
-import json, random, resource, sys
+import json, random, sys
+
+
+def peak_rss():
+    # VmHWM, not ru_maxrss: ru_maxrss survives fork + exec and would start at pytest's own size.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 sys.path.insert(0, sys.argv[1])
 from backups.pipeline import crypto
 from backups.pipeline.container import DecodingStream, EncodingStream, Header
@@ -44,10 +53,10 @@ def stream(size):
 
 
 stream(8 * MiB)  # warm up: imports, the compressor thread, allocator arenas
-idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+idle = peak_rss()
 plaintext, stored = stream(256 * MiB)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"plaintext": plaintext, "stored": stored, "growth": (peak - idle) * 1024}))
+peak = peak_rss()
+print(json.dumps({"plaintext": plaintext, "stored": stored, "growth": peak - idle}))
 """
 
 

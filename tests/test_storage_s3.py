@@ -227,7 +227,16 @@ def test_parts_upload_in_parallel_but_never_more_than_max_concurrency(moto_s3, b
 # Memory ---------------------------------------------------------------------
 
 MEMORY_SCRIPT = r"""
-import json, os, resource, sys
+import json, os, sys
+
+
+def peak_rss():
+    # VmHWM, not ru_maxrss: ru_maxrss survives fork + exec and would start at pytest's own size.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 sys.path.insert(0, sys.argv[1])
 from backups.storage import open_storage
 
@@ -249,11 +258,11 @@ class Source:
 store = open_storage("s3", {"bucket": sys.argv[2], "endpoint_url": sys.argv[3], "region": "us-east-1",
                             "part_size": 8 * MiB, "max_concurrency": 4})
 store.put_bytes("warm-up", b"x" * 1024)  # imports, the connection pool
-idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+idle = peak_rss()
 size = int(sys.argv[4])
 info = store.put("big.covet", Source(size), size_hint=size)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"size": info.size, "stored": store.stat("big.covet").size, "growth": (peak - idle) * 1024}))
+peak = peak_rss()
+print(json.dumps({"size": info.size, "stored": store.stat("big.covet").size, "growth": peak - idle}))
 """
 
 

@@ -1,0 +1,631 @@
+"""Azure Blob storage: staged block uploads with bounded memory, access tiers, the SDK's retry policy.
+
+Configuration (the JSON of a Storage row; it names where secrets live, never a secret):
+
+- ``container`` (required): an existing container.
+- ``prefix``: objects go under ``<prefix>/`` in the container.
+- ``account_url``: ``https://ACCOUNT.blob.core.windows.net`` (Azurite:
+  ``http://127.0.0.1:PORT/devstoreaccount1``). Not with a connection string,
+  which carries its own endpoint.
+- One credential reference, or none:
+  ``connection_string_env`` / ``connection_string_file``;
+  ``account_key_env`` / ``account_key_file`` (with ``account_name``);
+  ``sas_token_env`` / ``sas_token_file``;
+  none: ``DefaultAzureCredential`` (environment, workload or managed
+  identity, Azure CLI login), which needs an https ``account_url``.
+  ``*_env`` names an environment variable, ``*_file`` a file that only its
+  owner may read (mode 0600 or stricter).
+- ``access_tier``: Hot, Cool, Cold or Archive (default: the account's).
+- ``block_size``: bytes per block, a floor (default 8 MiB); raised when the
+  expected size would need more than TARGET_BLOCKS blocks.
+- ``max_concurrency``: blocks uploaded in parallel (default 4).
+- ``retries``, ``retry_initial_backoff``, ``retry_increment_base``: the
+  SDK's ExponentialRetry (wait initial + base**n seconds before retry n,
+  with jitter; defaults 5, 4 and 2: waits of about 6, 8, 12, 20 and 36 s);
+  each retry is logged as "retry N of M for <operation>".
+- ``api_version``: the Storage REST version spoken (default API_VERSION).
+
+Peak memory of put() is at most (max_concurrency + 1) x block size plus the
+SDK's small per-request overhead: one block being read, the others in flight.
+
+Azure has no "abort" for a block upload: blocks staged but never committed
+are invisible (not listed, not readable) and the service discards them
+about a week after the last upload activity on that name. put() commits the
+block list only after the whole stream was read and every block staged, so
+a failed or killed upload never leaves a visible blob; abort() has nothing
+to remove.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import os
+import re
+import stat
+import threading
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import BinaryIO, Iterator
+from urllib.parse import parse_qs, quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import (
+    BlobBlock,
+    BlobServiceClient,
+    ContentSettings,
+    ExponentialRetry,
+    StandardBlobTier,
+)
+
+from backups.errors import CovetError, NotFoundError, StorageError, UsageError
+from backups.storage.base import ObjectInfo, Storage, check_key
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+
+# The newest Storage REST version that both the pinned azure-storage-blob
+# (12.31.1, whose default is 2026-10-06) and Azurite 3.35.0 (the emulator
+# the tests run against, which accepts up to 2025-07-05) speak; Azure itself
+# accepts it. Pinning it keeps production and tests on the same protocol.
+API_VERSION = "2025-07-05"
+
+TIERS = {tier.lower(): tier for tier in ("Hot", "Cool", "Cold", "Archive")}
+THAW_TIERS = ("Hot", "Cool", "Cold")
+REHYDRATE_PRIORITIES = ("Standard", "High")
+
+# Settings whose value would be a secret: refused, with the reference to use instead.
+_SECRET_SETTINGS = {"connection_string": "connection_string_env or connection_string_file",
+                    "account_key": "account_key_env or account_key_file",
+                    "sas_token": "sas_token_env or sas_token_file",
+                    "sas": "sas_token_env or sas_token_file",
+                    "credential": "one of the *_env / *_file references",
+                    "password": "one of the *_env / *_file references",
+                    "key": "account_key_env or account_key_file"}
+_CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+_SAS_SIGNATURE = re.compile(r"(sig=)[^&\s'\"]+", re.IGNORECASE)
+_AUTH_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
+               "AuthorizationSourceIPMismatch", "AuthorizationProtocolMismatch", "InsufficientAccountPermissions",
+               "InvalidAuthenticationInfo", "NoAuthenticationInformation", "AuthorizationResourceTypeMismatch",
+               "AuthorizationServiceMismatch", "KeyBasedAuthenticationNotPermitted"}
+
+
+class _LoggedRetry(ExponentialRetry):
+    """The SDK's exponential retry, logging each retry as "retry N of M for <operation>"."""
+
+    secrets: tuple[str, ...] = ()  # blanked from what is logged
+
+    def increment(self, settings, request, response=None, error=None) -> bool:
+        again = super().increment(settings, request, response=response, error=error)
+        if again:
+            settings["covet_operation"] = _operation(request)
+            if error is not None:
+                settings["covet_reason"] = f"{type(error).__name__}: {_first_line(error)}"
+            else:
+                settings["covet_reason"] = f"HTTP {response.status_code}"
+        return again
+
+    def sleep(self, settings, transport) -> None:
+        backoff = max(self.get_backoff_time(settings), 0)
+        log.warning("Azure Blob: retry %d of %d for %s in %.1f s (%s)", settings["count"], self.total_retries,
+                    settings.get("covet_operation", "a request"), backoff,
+                    _redact(settings.get("covet_reason", ""), self.secrets))
+        if backoff:
+            transport.sleep(backoff)
+
+
+def _operation(request) -> str:
+    # Method, path and the `comp` parameter only: the query may hold a SAS signature.
+    parts = urlsplit(request.url)
+    comp = parse_qs(parts.query).get("comp")
+    return f"{request.method} {parts.path}" + (f"?comp={comp[0]}" if comp else "")
+
+
+_OS_ERROR = re.compile(r"\[Errno -?\d+\][^\"')]*")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip()
+    os_error = _OS_ERROR.findall(text)
+    if os_error:  # urllib3's wrapping repeats the URL; the OS error says it all
+        return os_error[-1].strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _SAS_SIGNATURE.sub(r"\1[redacted]", text)
+
+
+class _RedactSignatures(logging.Filter):
+    """Blank SAS signatures in urllib3's DEBUG lines, which print request URLs whole."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "sig=" in message.lower():
+            record.msg, record.args = _redact(message), ()
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactSignatures())
+
+
+class AzureStorage(Storage):
+    """Objects as block blobs in one container, optionally under a prefix."""
+
+    kind = "azure"
+
+    # Azure limits (learn.microsoft.com, "Scalability and performance targets
+    # for Blob storage" and the Put Block / Put Block List references): a
+    # block blob holds at most 50,000 committed blocks; a block is at most
+    # 4,000 MiB (service version 2019-12-12 and later); all block ids of one
+    # blob have the same length, at most 64 bytes before base64 encoding.
+    MAX_BLOCKS = 50_000
+    MAX_BLOCK_SIZE = 4000 * MiB
+    # Ours: blocks of at least 8 MiB keep the request count (and per-request
+    # latency) low and count as "high-throughput" block uploads (> 4 MiB).
+    MIN_BLOCK_SIZE = 8 * MiB
+    # Ours: size blocks for 10,000 blocks, so a stream five times larger than
+    # its size hint (a database that grew during the dump) still fits 50,000.
+    TARGET_BLOCKS = 10_000
+    # Ours: the smallest block_size a configuration may set (tests use small
+    # blocks to exercise multi-block uploads on small data).
+    MIN_CONFIGURED_BLOCK_SIZE = 64 * 1024
+    MAX_CONCURRENCY = 64
+    # Ours: downloads fetch ranges of this size, one at a time.
+    DOWNLOAD_CHUNK = 8 * MiB
+
+    def __init__(self, container: str = "", prefix: str = "", account_url: str = "", account_name: str = "",
+                 connection_string_env: str = "", connection_string_file: str = "",
+                 account_key_env: str = "", account_key_file: str = "",
+                 sas_token_env: str = "", sas_token_file: str = "",
+                 access_tier: str = "", block_size: int | None = None, max_concurrency: int = 4,
+                 retries: int = 5, retry_initial_backoff: float = 4.0, retry_increment_base: float = 2.0,
+                 api_version: str = API_VERSION, **unknown):
+        _refuse_unknown(unknown)
+        if not container or not _CONTAINER_NAME.match(container):
+            raise UsageError(f"azure storage needs a valid 'container' (3-63 lowercase letters, digits and "
+                             f"single hyphens), not {container!r}")
+        self.container = container
+        prefix = prefix.strip("/")
+        if prefix:
+            check_key(prefix)
+        self.prefix = prefix
+        self.access_tier = _tier(access_tier) if access_tier else None
+        self.block_size = _int_setting("block_size", block_size, self.MIN_CONFIGURED_BLOCK_SIZE,
+                                       self.MAX_BLOCK_SIZE) if block_size is not None else None
+        self.max_concurrency = _int_setting("max_concurrency", max_concurrency, 1, self.MAX_CONCURRENCY)
+        self.retries = _int_setting("retries", retries, 0, 20)
+        initial = _number_setting("retry_initial_backoff", retry_initial_backoff)
+        base = _number_setting("retry_increment_base", retry_increment_base)
+        refs = {"connection_string_env": connection_string_env, "connection_string_file": connection_string_file,
+                "account_key_env": account_key_env, "account_key_file": account_key_file,
+                "sas_token_env": sas_token_env, "sas_token_file": sas_token_file}
+        given = [name for name, value in refs.items() if value]
+        if len(given) > 1:
+            raise UsageError(f"azure storage takes one credential reference, not {', '.join(given)}")
+        if account_url and urlsplit(account_url).query:
+            raise UsageError("account_url must not carry a query (a SAS token is a secret: "
+                             "name it with sas_token_env or sas_token_file)")
+        self._secrets: tuple[str, ...] = ()
+        retry = _LoggedRetry(initial_backoff=initial, increment_base=base, retry_total=self.retries,
+                             retry_connect=self.retries, retry_read=self.retries, retry_status=self.retries,
+                             random_jitter_range=min(3.0, initial / 2))
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.max_concurrency + 2)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        options = dict(api_version=api_version, retry_policy=retry,
+                       transport=RequestsTransport(session=session, session_owner=True),
+                       max_single_get_size=self.DOWNLOAD_CHUNK, max_chunk_get_size=self.DOWNLOAD_CHUNK,
+                       # Every request's headers at INFO would drown a job's log: DEBUG shows them.
+                       http_logging_level=logging.DEBUG)
+        try:
+            self._service = self._client(account_url, account_name, options, connection_string_env,
+                                         connection_string_file, account_key_env, account_key_file,
+                                         sas_token_env, sas_token_file)
+        except ValueError as exc:  # the SDK's word for a malformed URL, connection string or version
+            raise UsageError(f"bad azure storage configuration: {_redact(str(exc), self._secrets)}") from None
+        retry.secrets = self._secrets
+        parts = urlsplit(self._service.url)
+        self.account_url = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+        self._container = self._service.get_container_client(container)
+
+    # Configuration -----------------------------------------------------------
+
+    def _client(self, account_url, account_name, options, cs_env, cs_file, key_env, key_file, sas_env, sas_file):
+        if cs_env or cs_file:
+            if account_url:
+                raise UsageError("a connection string carries its own endpoint: leave account_url out")
+            self.credential_source = _describe_ref("connection string", cs_env, cs_file)
+            connection_string = _secret(cs_env, cs_file, "connection string")
+            self._secrets = (connection_string, *_connection_string_secrets(connection_string))
+            return BlobServiceClient.from_connection_string(connection_string, **options)
+        if not account_url:
+            raise UsageError("azure storage needs 'account_url' (https://ACCOUNT.blob.core.windows.net) "
+                             "or a connection string reference")
+        if urlsplit(account_url).scheme not in ("http", "https"):
+            raise UsageError(f"account_url must be an http(s) URL, not {account_url!r}")
+        if key_env or key_file:
+            if not account_name:
+                raise UsageError("an account key needs 'account_name' beside it")
+            self.credential_source = _describe_ref("account key", key_env, key_file)
+            key = _secret(key_env, key_file, "account key")
+            self._secrets = (key,)
+            credential = {"account_name": account_name, "account_key": key}
+        elif sas_env or sas_file:
+            from azure.core.credentials import AzureSasCredential
+
+            self.credential_source = _describe_ref("SAS token", sas_env, sas_file)
+            token = _secret(sas_env, sas_file, "SAS token").lstrip("?")
+            self._secrets = (token,)
+            credential = AzureSasCredential(token)
+        else:
+            if urlsplit(account_url).scheme != "https":
+                raise UsageError("DefaultAzureCredential (no credential reference given) needs an https "
+                                 "account_url; name a key, SAS token or connection string for http endpoints")
+            from azure.identity import DefaultAzureCredential
+
+            self.credential_source = "DefaultAzureCredential"
+            credential = DefaultAzureCredential()
+        return BlobServiceClient(account_url, credential=credential, **options)
+
+    def _name(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _blob(self, key: str):
+        return self._container.get_blob_client(self._name(key))
+
+    def block_size_for(self, size_hint: int | None) -> int:
+        """Return the block size for a stream of about ``size_hint`` bytes."""
+        floor = self.block_size or self.MIN_BLOCK_SIZE
+        if not size_hint:
+            return floor
+        needed = math.ceil(size_hint / self.TARGET_BLOCKS)
+        if needed <= floor:
+            return floor
+        return min(math.ceil(needed / MiB) * MiB, self.MAX_BLOCK_SIZE)
+
+    # The contract ------------------------------------------------------------
+
+    def put(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> ObjectInfo:
+        """Stage ``stream`` block by block (bounded, in parallel) and commit the block list at its end.
+
+        Nothing is visible under ``key`` until the commit. An error of the
+        source is raised unchanged; an Azure error as StorageError. Either
+        way the staged blocks stay uncommitted (see the module docstring).
+        """
+        blob = self._blob(key)
+        block_size = self.block_size_for(size_hint)
+        upload = uuid.uuid4().hex  # a fresh id per upload: never mixes with blocks of an earlier attempt
+        block_ids: list[str] = []
+        whole = hashlib.md5(usedforsecurity=False)
+        size = 0
+        in_flight: set[Future] = set()
+        with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="azure-put") as pool:
+            try:
+                while True:
+                    block = _read_block(stream, block_size)
+                    if not block:
+                        break
+                    if len(block_ids) == self.MAX_BLOCKS:
+                        raise StorageError(
+                            f"{key} needs more than {self.MAX_BLOCKS} blocks of {block_size} bytes: the stream "
+                            f"is much larger than the expected {size_hint} bytes; set a larger block_size")
+                    while len(in_flight) >= self.max_concurrency:
+                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()
+                    block_id = f"{upload}-{len(block_ids):06d}"  # same length for every block of the blob
+                    in_flight.add(pool.submit(self._stage, blob, key, block_id, block))
+                    block_ids.append(block_id)
+                    whole.update(block)
+                    size += len(block)
+                    del block
+                done, in_flight = wait(in_flight)
+                for future in done:
+                    future.result()
+                settings = ContentSettings(content_md5=bytearray(whole.digest()))
+                tier = StandardBlobTier(self.access_tier) if self.access_tier else None
+                try:
+                    blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids], content_settings=settings,
+                                           standard_blob_tier=tier)
+                except AzureError as exc:
+                    raise self._error(exc, f"commit of {key}") from exc
+            except BaseException:
+                for future in in_flight:
+                    future.cancel()
+                log.debug("Azure Blob: upload of %s failed after %d staged block(s); none committed",
+                         key, len(block_ids))
+                raise
+        return ObjectInfo(key=key, size=size)
+
+    def _stage(self, blob, key: str, block_id: str, data: bytes) -> None:
+        try:
+            blob.stage_block(block_id, data, length=len(data), validate_content=True)
+        except AzureError as exc:
+            raise self._error(exc, f"upload of {key}") from exc
+
+    def get(self, key: str) -> BinaryIO:
+        blob = self._blob(key)
+        try:
+            downloader = blob.download_blob(max_concurrency=1)
+        except HttpResponseError as exc:
+            if _code(exc) == "BlobArchived":
+                raise self._archived(blob, key) from exc
+            raise self._error(exc, f"download of {key}", key) from exc
+        except AzureError as exc:
+            raise self._error(exc, f"download of {key}", key) from exc
+        return _BlobReader(downloader.chunks(), lambda exc: self._error(exc, f"download of {key}", key))
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            properties = self._blob(key).get_blob_properties()
+        except AzureError as exc:
+            raise self._error(exc, f"stat of {key}", key) from exc
+        return ObjectInfo(key=key, size=properties.size)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        try:
+            found = [ObjectInfo(key=item.name[len(base):], size=item.size)
+                     for item in self._container.list_blobs(name_starts_with=base + prefix)]
+        except AzureError as exc:
+            raise self._error(exc, f"listing of {prefix or '/'}") from exc
+        yield from sorted(found, key=lambda info: info.key)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._blob(key).delete_blob(delete_snapshots="include")
+        except ResourceNotFoundError:
+            pass  # no such blob (or no container): nothing to remove
+        except AzureError as exc:
+            raise self._error(exc, f"delete of {key}") from exc
+
+    def abort(self, key: str) -> None:
+        """Do nothing: an interrupted put() committed nothing, and Azure discards uncommitted blocks itself.
+
+        Azure offers no call that removes uncommitted blocks short of
+        committing a blob; they are invisible and expire about a week after
+        the last upload activity on the name.
+        """
+        check_key(key)
+
+    def describe(self, key: str) -> str:
+        return f"{self.account_url}/{self.container}/{quote(self._name(key))}"
+
+    # Archive tier ------------------------------------------------------------
+
+    def request_thaw(self, key: str, tier: str = "Hot", priority: str = "Standard") -> None:
+        """Ask Azure to rehydrate an archived blob into ``tier``; reading it works once that finishes.
+
+        Rehydration takes up to 15 hours at Standard priority, under an hour
+        for most blobs at High priority (which costs more).
+        """
+        tier = _tier(tier)
+        if tier not in THAW_TIERS:
+            raise UsageError(f"a blob is rehydrated into one of {', '.join(THAW_TIERS)}, not {tier}")
+        if priority not in REHYDRATE_PRIORITIES:
+            raise UsageError(f"rehydrate priority is one of {', '.join(REHYDRATE_PRIORITIES)}, not {priority!r}")
+        try:
+            self._blob(key).set_standard_blob_tier(StandardBlobTier(tier), rehydrate_priority=priority)
+        except AzureError as exc:
+            raise self._error(exc, f"rehydration request for {key}", key) from exc
+        log.info("Azure Blob: rehydration of %s into %s requested (%s priority)", key, tier, priority)
+
+    def _archived(self, blob, key: str) -> StorageError:
+        try:
+            status = blob.get_blob_properties().archive_status or ""
+        except AzureError:
+            status = ""
+        if status.startswith("rehydrate-pending"):
+            what = (f"its rehydration is under way ({status}); read it again once that finishes "
+                    "(up to 15 hours at Standard priority)")
+        else:
+            what = ("it must be rehydrated first: call request_thaw(key, tier='Hot', priority='Standard'), "
+                    "i.e. set_standard_blob_tier with a rehydrate priority (az storage blob set-tier "
+                    "--tier Hot --rehydrate-priority Standard), then wait up to 15 hours")
+        error = StorageError(f"object {key} in {self.describe(key)} is in the Archive tier and cannot be read; {what}")
+        error.retryable = False
+        return error
+
+    # Errors ------------------------------------------------------------------
+
+    def _error(self, exc: BaseException, doing: str, key: str | None = None) -> CovetError:
+        """Translate an SDK error into a CovetError whose message says what to do (and holds no secret)."""
+        code = _code(exc)
+        detail = _redact(_first_line(exc), self._secrets)
+        where = f"{self.account_url}/{self.container}"
+        retryable = True
+        if code == "ContainerNotFound":
+            message = (f"Azure Blob {doing} failed: container {self.container!r} does not exist at "
+                       f"{self.account_url}; create it or fix 'container' in the storage configuration")
+            retryable = False
+        elif key is not None and (code == "BlobNotFound" or isinstance(exc, ResourceNotFoundError)):
+            return NotFoundError(f"object {key} is missing from Azure container {where}")
+        elif isinstance(exc, ClientAuthenticationError) or code in _AUTH_CODES or _status(exc) in (401, 403):
+            message = (f"Azure Blob {doing} failed: {where} refused the credentials "
+                       f"({code or _status(exc) or type(exc).__name__}: {detail}); "
+                       f"check the {self.credential_source} and its permissions on the container")
+            retryable = False
+        elif isinstance(exc, ServiceRequestError):
+            message = (f"Azure Blob {doing} failed: cannot reach {self.account_url} after {self.retries} "
+                       f"retries ({detail}); check account_url and the network")
+        elif isinstance(exc, ServiceResponseError):
+            message = (f"Azure Blob {doing} failed: the connection to {self.account_url} broke after "
+                       f"{self.retries} retries ({detail})")
+        elif isinstance(exc, HttpResponseError):
+            status = _status(exc)
+            message = f"Azure Blob {doing} failed: HTTP {status} {code or ''} from {where}: {detail}"
+            if status and status >= 500 and status not in (501, 505):  # what the SDK retries
+                message += f" (after {self.retries} retries)"
+            else:
+                retryable = status in (408, 429)
+        else:
+            message = f"Azure Blob {doing} failed: {type(exc).__name__}: {detail}"
+        error = StorageError(_redact(message, self._secrets))
+        error.retryable = retryable
+        return error
+
+
+class _BlobReader(io.RawIOBase):
+    """A blob being downloaded range by range; ``read(n)`` returns n bytes until the end."""
+
+    def __init__(self, chunks: Iterator[bytes], translate):
+        super().__init__()
+        self._chunks = chunks
+        self._translate = translate
+        self._chunk = b""
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_chunk(self) -> bool:
+        try:
+            self._chunk = next(self._chunks, b"")
+        except AzureError as exc:
+            raise self._translate(exc) from exc
+        self._offset = 0
+        return bool(self._chunk)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read of a closed blob reader")
+        if size is None or size < 0:
+            return self.readall()
+        pieces = []
+        with self._lock:
+            while size > 0:
+                if self._offset >= len(self._chunk) and not self._next_chunk():
+                    break
+                if self._offset == 0 and len(self._chunk) <= size:
+                    piece = self._chunk  # a whole chunk: no copy
+                else:
+                    piece = self._chunk[self._offset:self._offset + size]
+                self._offset += len(piece)
+                size -= len(piece)
+                pieces.append(piece)
+        return b"".join(pieces)
+
+    def readall(self) -> bytes:
+        pieces = []
+        while piece := self.read(AzureStorage.DOWNLOAD_CHUNK):
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._chunks = iter(())
+        self._chunk = b""
+        super().close()
+
+
+def _read_block(stream: BinaryIO, size: int) -> bytes:
+    """Read up to ``size`` bytes, fewer only at the end of ``stream``."""
+    first = stream.read(size)
+    if not first or len(first) == size:
+        return first or b""
+    pieces, got = [first], len(first)
+    while got < size:
+        piece = stream.read(size - got)
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
+
+
+def _code(exc: BaseException) -> str:
+    code = getattr(exc, "error_code", None)
+    return str(getattr(code, "value", code) or "")
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+
+
+def _tier(value: str) -> str:
+    try:
+        return TIERS[str(value).lower()]
+    except KeyError:
+        raise UsageError(f"access tier must be one of Hot, Cool, Cold, Archive, not {value!r}") from None
+
+
+def _int_setting(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UsageError(f"azure storage '{name}' must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def _number_setting(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise UsageError(f"azure storage '{name}' must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def _refuse_unknown(unknown: dict) -> None:
+    for name in unknown:
+        if name in _SECRET_SETTINGS:
+            raise UsageError(f"the storage configuration must not hold a secret ({name!r}): put it in an "
+                             f"environment variable or a 0600 file and name it with {_SECRET_SETTINGS[name]}")
+    if unknown:
+        raise UsageError(f"unknown azure storage setting(s): {', '.join(sorted(unknown))}")
+
+
+def _describe_ref(what: str, env: str, path: str) -> str:
+    return f"{what} in ${env}" if env else f"{what} in {path}"
+
+
+def _secret(env: str, path: str, what: str) -> str:
+    """Read a secret from the environment variable ``env`` or the owner-only file ``path``."""
+    if env:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            raise UsageError(f"the environment variable {env} (the azure storage {what}) is not set")
+        return value
+    try:
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            raise UsageError(f"{what} file {path} is accessible by group or others "
+                             f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
+        with open(path, encoding="utf-8") as handle:
+            value = handle.read().strip()
+    except FileNotFoundError:
+        raise NotFoundError(f"the azure storage {what} file {path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the azure storage {what} file {path}: {exc.strerror or exc}") from None
+    if not value:
+        raise UsageError(f"the azure storage {what} file {path} is empty")
+    return value
+
+
+def _connection_string_secrets(connection_string: str) -> list[str]:
+    """Return the secret parts of a connection string (key, SAS), for redaction."""
+    secrets = []
+    for part in connection_string.split(";"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() in ("accountkey", "sharedaccesssignature") and value:
+            secrets.append(value.strip())
+    return secrets
