@@ -391,6 +391,19 @@ def _objects_with_checksums(backup: Backup) -> list[tuple[str, str, int | None]]
     return objects + [(backup.sidecar_key, "", None)]
 
 
+def thaw_backup(backup: Backup, options: dict, actor: str) -> list[tuple[str, str]]:
+    """Ask the backup's storage to thaw each of its objects; return (key, outcome) pairs."""
+    backend = storage_backend(backup.storage)
+    if not hasattr(backend, "request_thaw"):
+        raise UsageError(f"storage {backup.storage.name} ({backup.storage.kind}) has no archive tier to thaw from")
+    try:
+        outcomes = [(key, backend.request_thaw(key, **options) or "") for key in backup_object_keys(backup)]
+    except TypeError as exc:
+        raise UsageError(f"{backup.storage.kind} storage does not take these thaw options: {exc}") from exc
+    audit(actor, "backup.thaw", "backup", backup.id, actor, options=options)
+    return outcomes
+
+
 def backup_locations(backup: Backup) -> list[Storage]:
     """Return the storages a backup can be read from: its own first, then its healthy copies."""
     copies = backup.copies.filter(state=BackupCopy.State.OK).select_related("storage")
