@@ -344,7 +344,7 @@ def test_odd_database_and_table_names_round_trip(cli, root, schemas, default_key
 # Credentials --------------------------------------------------------------------------
 
 def test_the_password_never_shows_on_a_command_line_or_in_the_catalog(cli, root, schemas, default_key, backup_dir,
-                                                                       tmp_path):
+                                                                       tmp_path, settings):
     source = schemas.new()
     execute(root, f"CREATE TABLE {q(source)}.big (id INT PRIMARY KEY, data BLOB)",
             f"INSERT INTO {q(source)}.big SELECT seq, RANDOM_BYTES(1000) FROM {q(source)}.seq_1_to_40000")
@@ -359,7 +359,8 @@ def test_the_password_never_shows_on_a_command_line_or_in_the_catalog(cli, root,
         while not stop.is_set():
             for proc in psutil.process_iter(["cmdline"]):
                 args = proc.info["cmdline"] or []
-                if any("mariadb-dump" in arg for arg in args[:1]):
+                # Only this test's dump: its credentials file lies under this test run's scratch directory.
+                if any("mariadb-dump" in arg for arg in args[:1]) and str(settings.COVET_TMP_DIR) in " ".join(args):
                     seen.append(args)
                     cnf = Path(args[1].split("=", 1)[1])
                     with_mode = (cnf.stat().st_mode & 0o777, cnf.parent.stat().st_mode & 0o777) \
