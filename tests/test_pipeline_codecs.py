@@ -93,3 +93,19 @@ def test_data_after_the_end_of_the_stream_is_damaged(codec):
 def test_garbage_is_damaged(codec):
     with pytest.raises(DamagedError, match=codec):
         drain(codecs.decompressor(codec), b"\x28\xb5\x2f\xfd" + bytes(range(200)) * 5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_zstd_on_worker_threads_writes_one_standard_frame(threads):
+    import zstandard
+
+    rnd = random.Random(threads)
+    words = [rnd.randbytes(rnd.randint(2, 9)).hex().encode() for _ in range(500)]
+    data = b" ".join(rnd.choices(words, k=1_500_000))  # several of libzstd's jobs
+    compressor = codecs.compressor("zstd", 3, threads=threads)
+    stored = b"".join(compressor.compress(data[i:i + (1 << 20)]) for i in range(0, len(data), 1 << 20))
+    stored += compressor.flush()
+    reader = zstandard.ZstdDecompressor().decompressobj()
+    assert reader.decompress(stored) == data
+    assert reader.eof and not reader.unused_data
+    assert b"".join(drain(codecs.decompressor("zstd"), stored)) == data

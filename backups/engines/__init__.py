@@ -3,7 +3,7 @@
 from importlib import import_module
 
 from backups.engines.base import (ConnectionParams, Dump, DumpOptions, Engine, RestoreOptions, RestoreResult,
-                                  compare_manifests)
+                                  compare_manifests, compared_tables)
 from backups.errors import UsageError
 
 ENGINES = {
@@ -26,4 +26,4 @@ def open_engine(name: str, connection: ConnectionParams, tmp_dir: str) -> Engine
 
 
 __all__ = ["ENGINES", "ConnectionParams", "Dump", "DumpOptions", "Engine", "RestoreOptions", "RestoreResult",
-           "compare_manifests", "open_engine"]
+           "compare_manifests", "compared_tables", "open_engine"]

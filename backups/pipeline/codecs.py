@@ -8,11 +8,15 @@ object whose ``compress(data)`` returns whatever output is ready and whose
 again before feeding more data. ``finish()`` raises DamagedError if the
 compressed stream ended early. So a small, hostile input (a decompression
 bomb) never expands by more than ``MAX_OUTPUT`` bytes in one call.
+
+zstd at its fast levels compresses on libzstd's own worker threads (one per
+core) and still writes one standard zstd frame.
 """
 
 from __future__ import annotations
 
 import bz2
+import os
 import struct
 import zlib
 from typing import Protocol
@@ -33,6 +37,25 @@ LEVEL_RANGE = {
     "lz4": (0, 16),
 }
 MAX_OUTPUT = 1 << 20
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# zstd compresses on this many libzstd worker threads (1: on the calling
+# thread), capped because every worker holds its own match tables.
+ZSTD_THREADS = min(_usable_cores(), 8)
+# Workers only at the fast levels: above 9 each worker's match tables take
+# tens to hundreds of MiB, so those levels stay on one thread.
+ZSTD_THREADED_MAX_LEVEL = 9
+# Input libzstd cuts into one worker's job. Its default at level 3 is 8 MiB,
+# which buffers ~75 MiB with two workers; 2 MiB buffers under 20 MiB with the
+# same speed and ratio (measured on a 630 MiB pg_dump).
+ZSTD_JOB_SIZE = 2 << 20
 
 
 class Compressor(Protocol):
@@ -71,8 +94,12 @@ def validate_level(codec: str, level: int | None) -> int:
     return level
 
 
-def compressor(codec: str, level: int | None) -> Compressor:
-    """Return a streaming compressor for ``codec`` at ``level`` (None: the default)."""
+def compressor(codec: str, level: int | None, threads: int | None = None) -> Compressor:
+    """Return a streaming compressor for ``codec`` at ``level`` (None: the default).
+
+    ``threads`` (zstd only) is how many libzstd workers compress; None means
+    ZSTD_THREADS up to level ZSTD_THREADED_MAX_LEVEL and one above it.
+    """
     level = validate_level(codec, level)
     if codec == "none":
         return _Identity()
@@ -81,7 +108,9 @@ def compressor(codec: str, level: int | None) -> Compressor:
     if codec == "bzip2":
         return bz2.BZ2Compressor(level)
     if codec == "zstd":
-        return _Zstd(level)
+        if threads is None:
+            threads = ZSTD_THREADS if level <= ZSTD_THREADED_MAX_LEVEL else 1
+        return _Zstd(level, threads)
     return _Lz4(level)
 
 
@@ -106,8 +135,12 @@ class _Identity:
 
 
 class _Zstd:
-    def __init__(self, level: int) -> None:
-        self._obj = zstandard.ZstdCompressor(level=level).compressobj()
+    def __init__(self, level: int, threads: int) -> None:
+        if threads > 1:
+            params = zstandard.ZstdCompressionParameters.from_level(level, threads=threads, job_size=ZSTD_JOB_SIZE)
+            self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
+        else:
+            self._obj = zstandard.ZstdCompressor(level=level).compressobj()
 
     def compress(self, data: bytes) -> bytes:
         return self._obj.compress(data)
