@@ -6,6 +6,7 @@ import pytest
 
 from backups.errors import StorageError, UsageError
 from backups.storage import object_key, open_storage
+from backups.storage.local import COPY_BUFFER
 from storage_contract import StorageContract
 
 
@@ -15,7 +16,7 @@ def store(tmp_path):
 
 
 class TestLocalStorageContract(StorageContract):
-    part_size = 4 * 1024 * 1024  # the copy buffer
+    part_size = COPY_BUFFER
 
 
 def test_it_writes_files_readable_only_by_the_owner(store):
