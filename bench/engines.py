@@ -381,7 +381,9 @@ class Pairs:
             finally:
                 self.drop_restored()
             figures["restore"].append((ours_r, bare_r))
+            # Both sides' files go after each round, so neither pays for a page cache the other left to grow.
             bare_file.unlink()
+            shutil.rmtree(self.site.root / "backups")
             print(f"    round {index + 1}: backup ours {ours.wall:6.2f} s, bare {bare.wall:6.2f} s; "
                   f"restore ours {ours_r.wall:6.2f} s, bare {bare_r.wall:6.2f} s", flush=True)
         return figures
