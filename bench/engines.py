@@ -4,36 +4,41 @@ Run from the repository root (PostgreSQL on 127.0.0.1:5432 as postgres,
 MariaDB on 127.0.0.1:3306 as root, both without a password):
 
     .venv/bin/python bench/engines.py                  # every database, 3 rounds
-    .venv/bin/python bench/engines.py --only pg --rounds 5 --keep
+    .venv/bin/python bench/engines.py --only pg --rounds 7 --keep
     .venv/bin/python bench/engines.py --only realistic --keep   # reuse what --keep left
 
 Databases (created on first use, dropped at the end unless --keep; a kept
-one is reused when it was completely made with the same settings):
+one is reused only when it was completely made with the same settings):
 
 - covet_bench_pgbench: ``pgbench -i -s 50`` (about 750 MB; its dump compresses ~100x);
 - covet_bench_realistic (PostgreSQL): customers, orders and reviews from
-  bench/realistic.py, about 800 MB, whose dump compresses about 2.4x under zstd -3;
-- covet_bench_realistic (MariaDB): the same rows, about 600 MB of InnoDB data.
+  bench/realistic.py, about 800 MB, whose dump compresses about 2.5x under zstd -3;
+- covet_bench_realistic (MariaDB): the same rows, about 650 MB of InnoDB data.
+The sizes and the ratio actually measured are printed.
 
 Per database, ``--rounds`` pairs of each operation, measured side by side
-(the order alternates each round: ours first, then bare first):
+after one unmeasured dump that warms the cache (the order alternates: ours
+first in odd rounds, bare first in even ones):
 
 - backup: ``manage.py backup_database ... --compress zstd --compress-level 3
   --encrypt aes-256-gcm`` into local storage, versus
   ``pg_dump -Fc -Z0 -d DB | zstd -3 -T0 > file``
   (MariaDB: ``mariadb-dump --single-transaction DB | zstd -3 -T0 > file``);
-- restore: ``manage.py restore_database --backup-id ID --target-database NEW``
-  (which creates the database, restores, then compares row counts with the
-  backup's manifest), versus ``createdb NEW && zstd -dc file | pg_restore -d NEW``
-  (MariaDB: ``CREATE DATABASE`` then ``zstd -dc file | mariadb NEW``).
+- restore of that round's backup: ``manage.py restore_database --backup-id ID
+  --target-database NEW`` (creates the database, restores, compares row
+  counts with the backup's manifest), versus ``createdb NEW && zstd -dc file
+  | pg_restore -d NEW`` (MariaDB: ``CREATE DATABASE`` then ``zstd -dc file |
+  mariadb NEW``). Restored databases and both sides' files are removed after
+  each round.
 
 Each command is timed whole (wall time, including manage.py's start-up)
 from a tiny wrapper (bench/measure.py) that also reports the peak RSS of the
 largest single process the command ran, and the CPU seconds of all of them.
 Printed: medians over the rounds, and the ratio ours/bare as the median of
-the per-pair ratios. Our site (catalog, key, storage) lives in a temporary
-directory set up with ``manage.py migrate`` and ``manage.py covet_setup``.
-Not a test: it prints figures and asserts nothing about them.
+the per-pair ratios; also what the restore's row-count check costs alone.
+Our site (catalog, key, storage) lives in a temporary directory set up with
+``manage.py migrate`` and ``manage.py covet_setup``. Not a test: it prints
+figures and asserts nothing about them.
 """
 
 from __future__ import annotations
@@ -353,7 +358,7 @@ class Pairs:
 
     def rounds(self, count: int) -> dict:
         tag = f"{os.getpid()}"
-        figures = {"backup": [], "restore": [], "dump_bytes": [], "ours_stored": [], "bare_stored": [], "row_counts": []}
+        figures = {key: [] for key in ("backup", "restore", "dump_bytes", "ours_stored", "bare_stored", "row_counts")}
         for index in range(count):
             bare_file = self.work / f"{self.db.key}-{index}.zst"
             ours_first = index % 2 == 0
@@ -429,7 +434,8 @@ def print_report(databases: list[Database], args, startup: float) -> None:
           f"{os.cpu_count()} cores, python {sys.version.split()[0]}.")
     print("bare backup: pg_dump -Fc -Z0 | zstd -3 -T0 > file (mariadb-dump --single-transaction | zstd -3 -T0): "
           "zstd multi-threaded, one worker per core")
-    print("bare restore: createdb && zstd -dc file | pg_restore -d NEW (CREATE DATABASE && zstd -dc file | mariadb NEW)")
+    print("bare restore: createdb && zstd -dc file | pg_restore -d NEW "
+          "(CREATE DATABASE && zstd -dc file | mariadb NEW)")
     print("ours: manage.py backup_database --compress zstd --compress-level 3 --encrypt aes-256-gcm (local storage, "
           "fsynced) / manage.py restore_database (creates the database, restores, compares row counts)")
     print()
