@@ -8,6 +8,7 @@ from pathlib import Path
 
 from backups import services
 from backups.engines import RestoreOptions, compare_manifests, compared_tables
+from backups.engines.tools import EndHook
 from backups.errors import DamagedError, NotFoundError, UsageError
 from backups.models import Backup, JobStatus
 from backups.progress import JobTracker, ProgressCallback
@@ -120,7 +121,7 @@ def _restore_from(request: RestoreRequest, options: RestoreOptions, storage, pas
     extras = services.read_extras(backup, passphrase_file, key_file, storage) if options.with_globals else {}
     with JobTracker(request, backup.stored_bytes, on_progress) as tracker, \
             services.open_plaintext(backup, passphrase_file, key_file, tracker, storage=storage) as (plain, checked):
-        verified = _VerifyAtEnd(plain, checked)
+        verified = EndHook(plain, lambda: services.finish_reading(checked))
         if request.download_only:
             return {"location": _write_file(verified, Path(request.output_path))}
         engine = services.target_engine(backup.target, services.job_tmp_dir(request))
@@ -144,20 +145,6 @@ def _check_row_counts(backup: Backup, result: dict) -> None:
                            for d in differences[:10])
         raise DamagedError(f"restored {backup.id} into {result['location']}, but row counts differ from the "
                            f"backup's manifest ({len(differences)} table(s)): {listed}")
-
-
-class _VerifyAtEnd:
-    """The plaintext stream; at its end the stored object's checksum is checked before EOF is returned."""
-
-    def __init__(self, plain, checked):
-        self.plain = plain
-        self.checked = checked
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.plain.read(size)
-        if not data:
-            services.finish_reading(self.checked)
-        return data
 
 
 def _write_file(stream, path: Path) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backups.engines import ConnectionParams, RestoreOptions
+from backups.engines import ConnectionParams
 from backups.engines.mysql import MysqlEngine
 from backups.errors import ToolError, UsageError
 from backups.models import AuditEvent, Backup

@@ -28,7 +28,7 @@ import pymysql
 from backups.engines import mysql_grants
 from backups.engines.mysql_dumpfile import TableFilter
 from backups.engines.base import Dump, DumpOptions, Engine, RestoreOptions, RestoreResult
-from backups.engines.tools import STDERR_TAIL, ToolStream, private_dir, read_password, tool_env, \
+from backups.engines.tools import STDERR_TAIL, EndHook, ToolStream, private_dir, read_password, tool_env, \
     write_secret_file
 from backups.errors import NotFoundError, ToolError, UsageError
 
@@ -186,37 +186,12 @@ class _Counter(threading.Thread):
         return {"rows": rows, "exact": True}
 
 
-class _DumpReader:
-    """The dump's stream: at its end the tool's exit status and then the row counts are checked."""
-
-    def __init__(self, tool: _DumpToolStream, counter: _Counter | None):
-        self.tool = tool
-        self.counter = counter
-        self._ended = False
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.tool.read(size)
-        if not data:
-            self._end()
-        return data
-
-    def readinto(self, buffer) -> int:
-        count = self.tool.readinto(buffer)
-        if not count:
-            self._end()
-        return count
-
-    def _end(self) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        if self.counter is not None:
-            self.counter.join()
-            if self.counter.error is not None:
-                raise ToolError(f"counting rows for the manifest failed: {_server_message(self.counter.error)}")
-
-    def close(self) -> None:
-        self.tool.close()
+def _check_counter(counter: _Counter | None) -> None:
+    """Wait for the row counts of the manifest; raise ToolError if counting failed."""
+    if counter is not None:
+        counter.join()
+        if counter.error is not None:
+            raise ToolError(f"counting rows for the manifest failed: {_server_message(counter.error)}")
 
 
 class MysqlEngine(Engine):
@@ -314,7 +289,7 @@ class MysqlEngine(Engine):
             counter = _Counter(snapshot, database, tables, manifest)
             counter.start()
             stack.callback(self._stop_counter, counter, control, snapshot)
-            yield Dump(stream=_DumpReader(stream, counter), extension="sql", meta=meta, manifest=manifest,
+            yield Dump(stream=EndHook(stream, lambda: _check_counter(counter)), extension="sql", meta=meta, manifest=manifest,
                        extras=extras)
 
     def restore(self, stream: BinaryIO, target: str, options: RestoreOptions = RestoreOptions(),

@@ -40,7 +40,7 @@ from psycopg.conninfo import make_conninfo
 
 from backups.engines import pg_toc
 from backups.engines.base import Dump, DumpOptions, Engine, RestoreOptions, RestoreResult
-from backups.engines.tools import (ToolStream, private_dir, read_password, run_tool, stderr_tail, tool_env,
+from backups.engines.tools import (EndHook, ToolStream, private_dir, read_password, run_tool, stderr_tail, tool_env,
                                    write_secret_file)
 from backups.errors import CovetError, DamagedError, NotFoundError, ToolError, UsageError
 
@@ -173,31 +173,6 @@ class _IterStream:
         if self._on_close:
             on_close, self._on_close = self._on_close, None
             on_close()
-
-
-class _EndHook:
-    """A stream that calls ``on_end`` once, after the wrapped stream's last byte and before EOF is returned."""
-
-    def __init__(self, stream, on_end: Callable[[], None]):
-        self.stream = stream
-        self.on_end = on_end
-        self.ended = False
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        if not data and not self.ended:
-            self.ended = True
-            self.on_end()
-        return data
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self.stream.close()
 
 
 class _Prefixed:
@@ -451,7 +426,7 @@ class PostgresEngine(Engine):
                     raw = ToolStream([tools["pg_dump"], "--format=custom", "--compress=0", f"--snapshot={snapshot}",
                                       "--no-password", dbname_arg], env, "pg_dump", work / "pg_dump.stderr")
                     extension = "pgdump"
-                stream = _EndHook(raw, finish)
+                stream = EndHook(raw, finish)
                 yield Dump(stream=stream, extension=extension, meta=meta, manifest=manifest,
                            extras={GLOBALS: globals_sql})
             finally:

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 from backups.errors import ToolError
 
@@ -83,6 +83,35 @@ def widen_pipe(pipe: IO) -> None:
     """Let ``pipe`` buffer PIPE_SIZE bytes where the system allows it (Linux); leave it as it is elsewhere."""
     with contextlib.suppress(AttributeError, OSError):
         fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+class EndHook:
+    """A stream that calls ``on_end`` once, after the wrapped stream's last byte and before EOF is returned.
+
+    An exception from ``on_end`` comes out of that read, so a check it makes
+    (a tool's exit status, a checksum) decides whether the stream ended well.
+    """
+
+    def __init__(self, stream, on_end: Callable[[], None]):
+        self.stream = stream
+        self.on_end = on_end
+        self.ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        if not data and not self.ended:
+            self.ended = True
+            self.on_end()
+        return data
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 class ToolStream:
