@@ -87,6 +87,21 @@ class DatabaseTarget(models.Model):
     running_backup = models.CharField(
         max_length=64, blank=True, default="", help_text="Id of the backup holding this target's lock"
     )
+    pitr_enabled = models.BooleanField(
+        default=False, help_text="WAL/binlog archiving is on: make run supervises this target's shipper"
+    )
+    archive_storage = models.ForeignKey(
+        "Storage", null=True, blank=True, on_delete=models.PROTECT, related_name="archiving_targets",
+        help_text="Where WAL/binlogs go; empty: the default storage",
+    )
+    archive_key = models.JSONField(
+        default=dict, blank=True,
+        help_text="The archive's data key: {key_id, key_record (wrapped, no secret), key_source, cipher}",
+    )
+    archiver_status = models.JSONField(
+        default=dict, blank=True,
+        help_text="Written by the running shipper/archiver: heartbeat, backlog, last error",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -173,6 +188,9 @@ class Backup(TrackedJob):
         default=dict, blank=True, help_text="Small encrypted objects beside the dump (globals, grants): name -> key"
     )
     parallel = models.PositiveSmallIntegerField(default=1, help_text="Parallel dump jobs")
+    usable = models.BooleanField(
+        default=True, help_text="False for a base backup until every WAL segment from its start to its end is archived"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -235,6 +253,13 @@ class ArchivedLog(models.Model):
     stored_bytes = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, help_text="SHA-256 of the stored object")
     plaintext_sha256 = models.CharField(max_length=64, blank=True)
+    key_id = models.CharField(max_length=64, blank=True, help_text="The target's archive data key, if encrypted")
+    partial = models.BooleanField(default=False, help_text="A live binlog shipped before it completed")
+    start_position = models.BigIntegerField(null=True, blank=True, help_text="Binlog: first event's position")
+    end_position = models.BigIntegerField(null=True, blank=True, help_text="Binlog: position after the last event")
+    first_event_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    gtid_range = models.CharField(max_length=1024, blank=True)
     archived_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

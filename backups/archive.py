@@ -1,0 +1,403 @@
+"""The WAL/binlog archive of a target: its data key, where files go, storing and fetching them.
+
+Every archived file is a container encrypted with the target's archive data
+key: one random key per target, wrapped by a key-encryption key like a
+backup's, recorded in the catalog (DatabaseTarget.archive_key) and once in
+storage under ``<engine>/<target>/keys/<key_id>.json`` so the archive can be
+read without the catalog. A shipper unwraps it once and keeps it for its
+life. Files live at ``<engine>/<target>/wal/<timeline>/<name>.covet`` and
+``<engine>/<target>/binlog/<name>.covet``.
+
+An archived name is never overwritten: storing it again with the same
+plaintext (same SHA-256) succeeds, with different plaintext it fails.
+"""
+
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import BinaryIO
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from backups import keys
+from backups.errors import CovetError, DamagedError, NotFoundError, UsageError
+from backups.models import ArchivedLog, DatabaseTarget, Storage
+from backups.engines import pg_wal
+from backups.pipeline import crypto
+from backups.pipeline.container import DecodingStream, EncodingStream, Header
+from backups.services import OBJECT_EXTENSION, default_storage, storage_backend
+from backups.storage import object_key
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_CODEC = "zstd"
+ARCHIVE_LEVEL = 3
+ARCHIVE_CIPHER = "aes-256-gcm"
+COPY_BUFFER = 1024 * 1024
+
+
+class ArchiveConflictError(DamagedError):
+    """A file of that name is already archived with different content; it is never overwritten (exit 4)."""
+
+
+def archive_storage(target: DatabaseTarget) -> Storage:
+    """Return the storage a target's WAL/binlogs go to: its own setting, else the default storage."""
+    return target.archive_storage or default_storage()
+
+
+def log_kind(target: DatabaseTarget) -> str:
+    """Return 'wal' for PostgreSQL targets and 'binlog' for MySQL/MariaDB ones."""
+    kinds = {"postgresql": "wal", "mysql": "binlog"}
+    if target.engine not in kinds:
+        raise UsageError(f"target {target.name} is {target.engine}; PITR needs a PostgreSQL or MySQL/MariaDB target")
+    return kinds[target.engine]
+
+
+def key_record_key(target: DatabaseTarget, key_id: str) -> str:
+    return object_key(target.engine, target.name, "keys", f"{key_id}.json")
+
+
+def log_object_key(target: DatabaseTarget, name: str, timeline: int | None = None) -> str:
+    """Return where an archived file lives; WAL files under their timeline (8 hex digits)."""
+    if log_kind(target) == "wal":
+        return object_key(target.engine, target.name, "wal", f"{timeline:08X}", f"{name}.{OBJECT_EXTENSION}")
+    return object_key(target.engine, target.name, "binlog", f"{name}.{OBJECT_EXTENSION}")
+
+
+def enable_pitr(target: DatabaseTarget, key_source: dict | None = None, storage: Storage | None = None,
+                cipher: str = ARCHIVE_CIPHER) -> DatabaseTarget:
+    """Turn archiving on for a target: choose its storage and create its archive key once.
+
+    An existing archive key is kept (changing it would orphan what was
+    archived); ``key_source`` is the key-encryption key reference, by default
+    the site's (see keys.encryption_ref).
+    """
+    log_kind(target)
+    if storage is not None:
+        target.archive_storage = storage
+    if not target.archive_key:
+        if cipher == "none":
+            target.archive_key = {"cipher": "none"}
+        else:
+            source = key_source or keys.encryption_ref()
+            key_id, data_key = crypto.new_data_key()
+            record = crypto.make_key_record(key_id, data_key, [keys.load_source(source)])
+            storage_backend(archive_storage(target)).put_bytes(
+                key_record_key(target, key_id),
+                json.dumps({"target": target.name, "engine": target.engine, "key_record": record,
+                            "key_source": source, "cipher": cipher}, indent=2).encode())
+            target.archive_key = {"key_id": key_id, "key_record": record, "key_source": source, "cipher": cipher}
+    target.pitr_enabled = True
+    target.save()
+    return target
+
+
+class Archive:
+    """One target's archive, with its data key unwrapped once: store and fetch WAL/binlog files.
+
+    Safe to share between threads: catalog writes are serialised (the
+    SQLite catalog has one writer), storage calls run in parallel.
+    """
+
+    def __init__(self, target: DatabaseTarget, passphrase_file: str | None = None, key_file: str | None = None):
+        if not target.pitr_enabled or not target.archive_key:
+            raise UsageError(f"archiving is not set up for target {target.name}; "
+                             f"run 'manage.py setup_pitr --target {target.name}' first")
+        self.target = target
+        self.kind = log_kind(target)
+        self.storage = archive_storage(target)
+        self.backend = storage_backend(self.storage)
+        self.cipher = target.archive_key.get("cipher", ARCHIVE_CIPHER)
+        self.key_id = target.archive_key.get("key_id", "")
+        self.data_key = None
+        if self.cipher != "none":
+            sources = keys.decryption_sources(f"archive of {target.name}", target.archive_key.get("key_source"),
+                                              passphrase_file, key_file)
+            self.data_key = crypto.unwrap_key_record(target.archive_key["key_record"], sources)
+        self._catalog_lock = threading.Lock()
+
+    def _header(self, name: str) -> Header:
+        return Header(codec=ARCHIVE_CODEC, level=ARCHIVE_LEVEL, cipher=self.cipher,
+                      data_key_id=self.key_id or None, backup_id=f"{self.target.name}/{name}")
+
+    def _key_lookup(self, header: Header) -> bytes | None:
+        if self.cipher == "none":
+            return None
+        if header.data_key_id != self.key_id:
+            raise DamagedError(f"archived file names data key {header.data_key_id}, "
+                               f"the archive of {self.target.name} uses {self.key_id}")
+        return self.data_key
+
+    def existing(self, name: str, timeline: int | None = None) -> ArchivedLog | None:
+        return ArchivedLog.objects.filter(target=self.target, kind=self.kind, name=name, timeline=timeline).first()
+
+    def store(self, name: str, stream: BinaryIO, timeline: int | None = None, size_hint: int | None = None,
+              replace_partial: bool = False, **fields) -> tuple[ArchivedLog, bool]:
+        """Archive ``stream`` as ``name``; return (row, stored) where stored is False when it was already there.
+
+        Raise ArchiveConflictError when ``name`` is archived with other
+        content. ``replace_partial`` lets a completed binlog replace the
+        partial row of the same name. ``fields`` are extra ArchivedLog
+        columns (positions, event times, GTID range, partial).
+        """
+        row = self.existing(name, timeline)
+        if row is not None and not (replace_partial and row.partial):
+            self._check_same(name, row.plaintext_sha256, _sha256_of(stream))
+            return row, False
+        key = log_object_key(self.target, name, timeline)
+        if row is None and not fields.get("partial") and self._stored_without_row(key):
+            # Stored before (the catalog was lost, or a crash came between
+            # the upload and the row): keep that object, adopt it if equal.
+            plain = self._plaintext_sha256(key)
+            self._check_same(name, plain, _sha256_of(stream))
+            return self._record(name, timeline, key, plain, self.backend.stat(key).size, None, **fields), False
+        hashed = _HashingReader(stream)
+        encoded = EncodingStream(hashed, self._header(name), self.data_key)
+        try:
+            info = self.backend.put(key, encoded, size_hint=size_hint)
+        finally:
+            encoded.close()
+        return self._record(name, timeline, key, hashed.hexdigest(), info.size, encoded, row=row, **fields), True
+
+    def _stored_without_row(self, key: str) -> bool:
+        try:
+            self.backend.stat(key)
+        except NotFoundError:
+            return False
+        return True
+
+    def _check_same(self, name: str, archived: str, offered: str) -> None:
+        if archived != offered:
+            raise ArchiveConflictError(
+                f"{name} is already archived for target {self.target.name} with different content "
+                f"(SHA-256 {archived[:12]}… archived, {offered[:12]}… offered); it is never overwritten. "
+                "Two servers may be archiving into one target: give each its own target")
+
+    def _record(self, name, timeline, key, plaintext_sha256, stored_bytes, encoded, row=None, **fields):
+        values = dict(storage=self.storage, storage_key=key, stored_bytes=stored_bytes,
+                      plaintext_sha256=plaintext_sha256, key_id=self.key_id, archived_at=timezone.now(),
+                      sha256=encoded.sha256 if encoded else self._stored_sha256(key),
+                      size=encoded.source_bytes if encoded else fields.pop("size", 0), **fields)
+        with self._catalog_lock:
+            if row is not None:
+                for field, value in values.items():
+                    setattr(row, field, value)
+                row.save()
+                return row
+            try:
+                with transaction.atomic():
+                    return ArchivedLog.objects.create(target=self.target, kind=self.kind, name=name,
+                                                      timeline=timeline, **values)
+            except IntegrityError:  # another process recorded it first
+                return self.existing(name, timeline)
+
+    def _stored_sha256(self, key: str) -> str:
+        digest = hashlib.sha256()
+        with self.backend.get(key) as stream:
+            while chunk := stream.read(COPY_BUFFER):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def _plaintext_sha256(self, key: str) -> str:
+        digest = hashlib.sha256()
+        with self.backend.get(key) as raw:
+            plain = DecodingStream(raw, self._key_lookup)
+            while chunk := plain.read(COPY_BUFFER):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def open(self, row: ArchivedLog) -> "_CheckedPlaintext":
+        """Return a reader of an archived file's plaintext; at its end the stored SHA-256 has been checked."""
+        try:
+            raw = self.backend.get(row.storage_key)
+        except NotFoundError:
+            raise DamagedError(f"{row.name} is in the catalog but missing from storage {self.storage.name} "
+                               f"({row.storage_key})") from None
+        return _CheckedPlaintext(raw, row, self._key_lookup)
+
+    def fetch(self, row: ArchivedLog, destination: Path) -> None:
+        """Write an archived file's plaintext to ``destination`` (atomically), authenticated and checksummed.
+
+        Raise DamagedError naming the file when it is missing, altered or
+        does not decrypt; nothing is left at ``destination`` then.
+        """
+        partial = destination.with_name(destination.name + ".fetching")
+        try:
+            with self.open(row) as plain, open(partial, "wb") as out:
+                while chunk := plain.read(COPY_BUFFER):
+                    out.write(chunk)
+                plain.finish()
+            os.replace(partial, destination)
+        except CovetError as exc:
+            partial.unlink(missing_ok=True)
+            if isinstance(exc, DamagedError) and row.name in str(exc):
+                raise
+            raise DamagedError(f"archived {row.name} cannot be used: {exc}") from exc
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+
+
+class _HashingReader:
+    def __init__(self, stream: BinaryIO):
+        self.stream = stream
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.digest.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
+class _CheckedPlaintext:
+    """Plaintext of one archived file; ``finish`` checks the stored and plaintext SHA-256 the catalog holds."""
+
+    def __init__(self, raw: BinaryIO, row: ArchivedLog, key_lookup):
+        self.raw = raw
+        self.row = row
+        self.stored = hashlib.sha256()
+        self.plain_digest = hashlib.sha256()
+        self.tee = _Tee(raw, self.stored)
+        self.decoded = DecodingStream(self.tee, key_lookup)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.decoded.read(size)
+        self.plain_digest.update(data)
+        return data
+
+    def finish(self) -> None:
+        while self.decoded.read(COPY_BUFFER):
+            pass
+        while self.tee.read(COPY_BUFFER):
+            pass
+        if self.row.sha256 and self.stored.hexdigest() != self.row.sha256:
+            raise DamagedError(f"archived {self.row.name}: the stored object's SHA-256 differs from the catalog's; "
+                               "it was altered or replaced")
+        if self.row.plaintext_sha256 and self.plain_digest.hexdigest() != self.row.plaintext_sha256:
+            raise DamagedError(f"archived {self.row.name}: its content differs from what was archived")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.raw.close()
+
+
+class _Tee:
+    def __init__(self, stream: BinaryIO, digest):
+        self.stream = stream
+        self.digest = digest
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.digest.update(data)
+        return data
+
+
+def _sha256_of(stream: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := stream.read(COPY_BUFFER):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def store_bytes(archive: Archive, name: str, data: bytes, timeline: int | None = None, **fields):
+    """Archive a small file held in memory (history and backup-label files, tests)."""
+    return archive.store(name, io.BytesIO(data), timeline, size_hint=len(data), **fields)
+
+
+# What the archive holds: continuous ranges, gaps, the recoverable window --------------------------
+
+
+def wal_ranges(target: DatabaseTarget) -> dict[int, list[tuple[int, int]]]:
+    """Return, per timeline, the continuous runs of archived WAL segments as (first, last) numbers."""
+    numbers: dict[int, list[int]] = {}
+    for name, timeline in ArchivedLog.objects.filter(target=target, kind="wal").values_list("name", "timeline"):
+        if pg_wal.kind_of(name) == "segment":
+            numbers.setdefault(timeline, []).append(pg_wal.segment_number(name))
+    return {timeline: _runs(sorted(values)) for timeline, values in sorted(numbers.items())}
+
+
+def _runs(values: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for value in values:
+        if runs and value == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], value)
+        else:
+            runs.append((value, value))
+    return runs
+
+
+def wal_gaps(target: DatabaseTarget) -> list[dict]:
+    """Return the holes between archived segments of each timeline, as first and last missing names."""
+    gaps = []
+    for timeline, runs in wal_ranges(target).items():
+        for (_, before), (after, _) in zip(runs, runs[1:]):
+            gaps.append({"timeline": timeline, "first_missing": pg_wal.segment_name(timeline, before + 1),
+                         "last_missing": pg_wal.segment_name(timeline, after - 1)})
+    return gaps
+
+
+def wal_window(target: DatabaseTarget) -> list[dict]:
+    """Return the recoverable windows of a PostgreSQL target, oldest first.
+
+    Each usable base backup can be recovered from its end (its stop time) up
+    to the newest segment archived without a gap after its start on its
+    timeline; backups whose stretches overlap form one window.
+    """
+    from backups.models import Backup, JobStatus
+
+    ranges = wal_ranges(target)
+    times = dict(ArchivedLog.objects.filter(target=target, kind="wal").values_list("name", "archived_at"))
+    windows = []
+    bases = Backup.objects.filter(target=target, backup_type="base", status=JobStatus.COMPLETED, usable=True)
+    for base in bases.order_by("finished_at"):
+        meta = base.engine_meta
+        if "start_lsn" not in meta or "timeline" not in meta:
+            continue
+        timeline, first = meta["timeline"], pg_wal.lsn_segment(pg_wal.parse_lsn(meta["start_lsn"]))
+        run = next(((a, b) for a, b in ranges.get(timeline, []) if a <= first <= b), None)
+        if run is None:
+            continue
+        newest = pg_wal.segment_name(timeline, run[1])
+        start, end = _parse_time(meta.get("stop_time")) or base.finished_at, times.get(newest)
+        if windows and start <= windows[-1]["to"]:
+            if end > windows[-1]["to"]:
+                windows[-1].update(to=end, newest_wal=newest)
+            continue
+        windows.append({"from": start, "to": end, "base_backup": base.id, "timeline": timeline,
+                        "newest_wal": newest})
+    return windows
+
+
+def _parse_time(text: str | None):
+    from django.utils.dateparse import parse_datetime
+
+    return parse_datetime(text) if text else None
+
+
+def archive_summary(target: DatabaseTarget) -> dict:
+    """Return what the API and dashboard show about a target's archive: newest file, lag, gaps, windows."""
+    rows = ArchivedLog.objects.filter(target=target)
+    newest = rows.order_by("-archived_at").first()
+    summary = {
+        "pitr_enabled": target.pitr_enabled,
+        "archived_files": rows.count(),
+        "newest": newest.name if newest else None,
+        "newest_archived_at": newest.archived_at.isoformat() if newest else None,
+        "lag_seconds": round((timezone.now() - newest.archived_at).total_seconds(), 1) if newest else None,
+        "archiver": target.archiver_status,
+    }
+    if target.engine == "postgresql":
+        summary["gaps"] = wal_gaps(target)
+        summary["windows"] = [{**w, "from": w["from"].isoformat(), "to": w["to"].isoformat()}
+                              for w in wal_window(target)]
+    return summary
