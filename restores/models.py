@@ -14,6 +14,10 @@ class RestoreRequest(TrackedJob):
     download_only = models.BooleanField(default=False)
     output_path = models.CharField(max_length=1024, blank=True)
     options = models.JSONField(default=dict, blank=True, help_text="clean, tables, with_globals, parallel")
+    pitr = models.JSONField(
+        default=dict, blank=True,
+        help_text="Point-in-time recovery: the recovery target, destination and start options (see restores/pitr.py)",
+    )
     requested_by = models.CharField(max_length=150, blank=True)
     result = models.JSONField(default=dict, blank=True)
 

@@ -13,6 +13,7 @@ from backups.errors import DamagedError, NotFoundError, UsageError
 from backups.models import Backup, JobStatus
 from backups.progress import JobTracker, ProgressCallback
 from restores.models import RestoreRequest
+from restores.pitr import run_pitr
 
 COPY_BUFFER = 1024 * 1024
 PARTIAL_SUFFIX = ".restoring"
@@ -67,8 +68,11 @@ def run_restore(request_id: int, passphrase_file: str | None = None, key_file: s
     services.start_job(request)
     result = {}
     try:
-        result = _restore_from_a_healthy_copy(request, options, passphrase_file, key_file, on_progress)
-        if not request.download_only and backup.manifest:
+        if request.pitr:
+            result = run_pitr(request, passphrase_file, key_file, on_progress)
+        else:
+            result = _restore_from_a_healthy_copy(request, options, passphrase_file, key_file, on_progress)
+        if not request.download_only and not request.pitr and backup.manifest:
             engine = services.target_engine(backup.target, services.job_tmp_dir(request))
             # Only exact counts are compared, so only those tables are counted:
             # the estimated ones are the largest, and scanning them is slow.
