@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -62,11 +63,17 @@ def key_record_key(target: DatabaseTarget, key_id: str) -> str:
     return object_key(target.engine, target.name, "keys", f"{key_id}.json")
 
 
-def log_object_key(target: DatabaseTarget, name: str, timeline: int | None = None) -> str:
-    """Return where an archived file lives; WAL files under their timeline (8 hex digits)."""
+def log_object_key(target: DatabaseTarget, name: str, timeline: int | None = None, partial: bool = False) -> str:
+    """Return where an archived file lives; WAL files under their timeline (8 hex digits).
+
+    A partial (live) binlog lives at ``<name>.partial.covet``, apart from the
+    completed file: a completed file's object is written once and never
+    overwritten, and a listing tells the two apart without the catalog.
+    """
     if log_kind(target) == "wal":
         return object_key(target.engine, target.name, "wal", f"{timeline:08X}", f"{name}.{OBJECT_EXTENSION}")
-    return object_key(target.engine, target.name, "binlog", f"{name}.{OBJECT_EXTENSION}")
+    suffix = ".partial" if partial else ""
+    return object_key(target.engine, target.name, "binlog", f"{name}{suffix}.{OBJECT_EXTENSION}")
 
 
 def enable_pitr(target: DatabaseTarget, key_source: dict | None = None, storage: Storage | None = None,
@@ -149,20 +156,36 @@ class Archive:
         if row is not None and not (replace_partial and row.partial):
             self._check_same(name, row.plaintext_sha256, _sha256_of(stream))
             return row, False
-        key = log_object_key(self.target, name, timeline)
-        if row is None and not fields.get("partial") and self._stored_without_row(key):
+        # Partial binlogs: see log_object_key. [binlog PITR, issue 7]
+        key = log_object_key(self.target, name, timeline, partial=bool(fields.get("partial")))
+        replaced = row.storage_key if row is not None and row.storage_key != key else None
+        if (row is None or row.partial) and not fields.get("partial") and self._stored_without_row(key):
             # Stored before (the catalog was lost, or a crash came between
             # the upload and the row): keep that object, adopt it if equal.
             plain = self._plaintext_sha256(key)
             self._check_same(name, plain, _sha256_of(stream))
-            return self._record(name, timeline, key, plain, self.backend.stat(key).size, None, **fields), False
+            adopted = self._record(name, timeline, key, plain, self.backend.stat(key).size, None, row=row, **fields)
+            self._remove_replaced(replaced)
+            return adopted, False
         hashed = _HashingReader(stream)
         encoded = EncodingStream(hashed, self._header(name), self.data_key)
         try:
             info = self.backend.put(key, encoded, size_hint=size_hint)
         finally:
             encoded.close()
-        return self._record(name, timeline, key, hashed.hexdigest(), info.size, encoded, row=row, **fields), True
+        stored = self._record(name, timeline, key, hashed.hexdigest(), info.size, encoded, row=row, **fields)
+        self._remove_replaced(replaced)
+        return stored, True
+
+    def _remove_replaced(self, key: str | None) -> None:
+        # The completed binlog's row now points at its own object; the partial
+        # one is garbage. Left behind after a crash, it is overwritten by the
+        # next partial of that name or is harmless (the catalog no longer names it).
+        if key is not None:
+            try:
+                self.backend.delete(key)
+            except CovetError as exc:
+                log.warning("could not remove the replaced partial %s: %s", key, exc)
 
     def _stored_without_row(self, key: str) -> bool:
         try:
@@ -355,6 +378,7 @@ def wal_window(target: DatabaseTarget) -> list[dict]:
     """
     from backups.models import Backup, JobStatus
 
+    refresh_usable(target)
     ranges = wal_ranges(target)
     times = dict(ArchivedLog.objects.filter(target=target, kind="wal").values_list("name", "archived_at"))
     windows = []
@@ -400,4 +424,56 @@ def archive_summary(target: DatabaseTarget) -> dict:
         summary["gaps"] = wal_gaps(target)
         summary["windows"] = [{**w, "from": w["from"].isoformat(), "to": w["to"].isoformat()}
                               for w in wal_window(target)]
+    elif target.engine == "mysql":  # [binlog PITR, issue 7]
+        from backups import binlog_window
+
+        summary.update(binlog_window.summary(target))
     return summary
+
+
+# Base backups become usable once their WAL is archived --------------------------------------------
+
+
+def base_wal_segments(backup) -> tuple[int, list[str]]:
+    """Return the timeline and the segment names a base backup needs from its start to its end."""
+    meta = backup.engine_meta
+    start = pg_wal.lsn_segment(pg_wal.parse_lsn(meta["start_lsn"]))
+    end = max(start, pg_wal.lsn_segment(pg_wal.parse_lsn(meta["end_lsn"]) - 1))
+    timeline = meta["timeline"]
+    return timeline, [pg_wal.segment_name(timeline, number) for number in range(start, end + 1)]
+
+
+def missing_base_wal(backup) -> list[str]:
+    """Return the segments between a base backup's start and end that the archive does not hold yet."""
+    timeline, names = base_wal_segments(backup)
+    archived = set(ArchivedLog.objects.filter(target=backup.target, kind="wal", timeline=timeline,
+                                              name__in=names).values_list("name", flat=True))
+    return [name for name in names if name not in archived]
+
+
+def refresh_usable(target: DatabaseTarget) -> list[str]:
+    """Mark usable the completed base backups of a target whose WAL has all arrived; return their ids."""
+    from backups.models import Backup, JobStatus
+
+    became = []
+    waiting = Backup.objects.filter(target=target, backup_type="base", status=JobStatus.COMPLETED, usable=False)
+    for backup in waiting:
+        if "end_lsn" in backup.engine_meta and not missing_base_wal(backup):
+            Backup.objects.filter(pk=backup.pk).update(usable=True)
+            became.append(backup.id)
+    return became
+
+
+def await_base_wal(backup, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for a new base backup's WAL to reach the archive; mark it usable then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not missing_base_wal(backup):
+            backup.usable = True
+            type(backup).objects.filter(pk=backup.pk).update(usable=True)
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("base backup %s: WAL %s not archived yet; it becomes usable when it is",
+                        backup.id, ", ".join(missing_base_wal(backup)))
+            return False
+        time.sleep(0.5)

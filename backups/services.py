@@ -251,6 +251,7 @@ class BackupRequest:
     retention_days: int | None = None
     copy_to: Storage | None = None
     parallel: int = 1
+    backup_type: str = "logical"
     tags: dict = field(default_factory=dict)
     initiated_by: str = ""
     source: str = ""
@@ -265,6 +266,13 @@ def create_backup(request: BackupRequest) -> Backup:
     level = codecs.validate_level(request.compression, request.compression_level)
     if not 1 <= request.parallel <= 64:
         raise UsageError(f"--parallel must be between 1 and 64, not {request.parallel}")
+    if request.backup_type == "base":
+        if request.target.engine != "postgresql":
+            raise UsageError(f"--type base is for PostgreSQL targets; {request.target.name} is {request.target.engine}")
+        if request.parallel != 1 or request.database:
+            raise UsageError("a base backup copies the whole server: it takes no --parallel and no database name")
+    elif request.backup_type != "logical":
+        raise UsageError(f"--type is logical or base, not {request.backup_type!r}")
     key_source = {}
     if request.cipher != "none":
         key_source = keys.encryption_ref(request.passphrase_file, request.key_file)
@@ -278,7 +286,9 @@ def create_backup(request: BackupRequest) -> Backup:
     now = timezone.now()
     backup = Backup.objects.create(
         target=request.target,
-        database_name=request.database or request.target.database,
+        database_name="" if request.backup_type == "base" else request.database or request.target.database,
+        backup_type=request.backup_type,
+        usable=request.backup_type != "base",
         storage=request.storage or default_storage(),
         compression=request.compression,
         compression_level=level,
@@ -312,8 +322,13 @@ def _release_target(backup: Backup) -> None:
 
 
 def backup_object_key(backup: Backup) -> str:
-    """Return where a backup's object lives: <engine>/<target>/<database>/<YYYY>/<MM>/<DD>/<id>.covet."""
+    """Return where a backup's object lives: <engine>/<target>/<database>/<YYYY>/<MM>/<DD>/<id>.covet.
+
+    A base backup copies the whole server: its <database> is "base".
+    """
     database = Path(backup.database_name).name if backup.target.engine == "sqlite" else backup.database_name
+    if backup.backup_type == "base":
+        database = "base"
     when = backup.created_at
     return object_key(backup.target.engine, backup.target.name, database or "all",
                       f"{when:%Y}", f"{when:%m}", f"{when:%d}", f"{backup.id}.{OBJECT_EXTENSION}")
@@ -354,6 +369,10 @@ def run_backup(backup_id: str, on_progress: ProgressCallback | None = None) -> B
     backup.save()
     audit(backup.initiated_by, "backup.run", "backup", backup.id, stored_bytes=backup.stored_bytes)
     replicate_backup(backup)
+    if backup.backup_type == "base":
+        from backups.archive import await_base_wal  # archive.py builds on this module
+
+        await_base_wal(backup, settings.COVET_BASE_WAL_WAIT)
     return backup
 
 
@@ -449,7 +468,8 @@ def failure_status(exc: BaseException) -> str:
 
 def _store_backup(backup: Backup, backend, on_progress: ProgressCallback | None) -> None:
     engine = target_engine(backup.target, job_tmp_dir(backup))
-    expected = engine.estimate_size(backup.database_name)
+    base = backup.backup_type == "base"
+    expected = engine.estimate_server_size() if base else engine.estimate_size(backup.database_name)
     data_key = None
     if backup.cipher != "none":
         key_id, data_key = crypto.new_data_key()
@@ -462,8 +482,9 @@ def _store_backup(backup: Backup, backend, on_progress: ProgressCallback | None)
         return Header(codec=backup.compression, level=backup.compression_level, cipher=backup.cipher,
                       data_key_id=backup.key_id or None, backup_id=backup.id)
 
-    with engine.dump(backup.database_name, DumpOptions(parallel=backup.parallel)) as dump, \
-            JobTracker(backup, expected, on_progress) as tracker:
+    dumping = (engine.base_backup(f"covet {backup.id}") if base
+               else engine.dump(backup.database_name, DumpOptions(parallel=backup.parallel)))
+    with dumping as dump, JobTracker(backup, expected, on_progress) as tracker:
         encoded = EncodingStream(CountingReader(dump.stream, tracker), header(), data_key)
         try:
             info = backend.put(backup.storage_key, encoded, size_hint=expected)
@@ -576,6 +597,8 @@ def backup_summary(backup: Backup) -> dict:
         "database_type": backup.target.engine,
         "database_name": backup.database_name,
         "target": backup.target.name,
+        "backup_type": backup.backup_type,
+        "usable": backup.usable,
         "source_bytes": backup.source_bytes,
         "stored_bytes": backup.stored_bytes,
         "compression": backup.compression,

@@ -127,6 +127,9 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
 # Long backups must not hit RQ's 180 s default; COVET_JOB_TIMEOUT is seconds.
 COVET_JOB_TIMEOUT = env.int("COVET_JOB_TIMEOUT", default=24 * 3600)
+# How long a base backup waits for the archive to receive the WAL it needs
+# (its last segment is switched out when it ends); later checks catch up.
+COVET_BASE_WAL_WAIT = env.float("COVET_BASE_WAL_WAIT", default=60.0)
 RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": COVET_JOB_TIMEOUT}
     for name in ("backups", "restores", "verification", "default")

@@ -67,8 +67,9 @@ def free_port() -> int:
 class PrivateCluster:
     """A PostgreSQL 15 cluster of our own: ``start`` it, use ``server`` to connect, ``stop`` it by PID."""
 
-    def __init__(self, password: str | None = None):
+    def __init__(self, password: str | None = None, settings: str = ""):
         self.password = password
+        self.settings = settings  # extra postgresql.conf lines
         self.dir = Path(tempfile.mkdtemp(prefix="covet-pgcluster-", dir="/tmp"))
         self.data = self.dir / "data"
         self.port = free_port()
@@ -98,7 +99,8 @@ class PrivateCluster:
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
                        f"unix_socket_directories = '{self.dir}'\nfsync = off\nfull_page_writes = off\n"
-                       "synchronous_commit = off\nshared_buffers = 32MB\nmax_connections = 30\n")
+                       "synchronous_commit = off\nshared_buffers = 32MB\nmax_connections = 30\n"
+                       f"{self.settings}\n")
         self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"),
                           "-w", "-t", "60", "start")
         self.pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])

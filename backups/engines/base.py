@@ -7,6 +7,8 @@ never models, so workers, commands and the shipper can all call them.
 from dataclasses import dataclass, field
 from typing import BinaryIO, ContextManager
 
+from backups.errors import UsageError
+
 
 @dataclass(frozen=True)
 class ConnectionParams:
@@ -85,6 +87,14 @@ class Engine:
     def dump(self, database: str, options: DumpOptions = DumpOptions()) -> ContextManager[Dump]:
         """Return a context manager yielding a consistent dump of ``database``; it cleans up on exit."""
         raise NotImplementedError
+
+    def base_backup(self, label: str) -> ContextManager[Dump]:
+        """Return a context manager yielding a physical backup of the whole server (PostgreSQL only)."""
+        raise UsageError(f"{self.name} targets have no base (physical) backups; take a logical backup instead")
+
+    def estimate_server_size(self) -> int | None:
+        """Return the expected size of a base backup of the whole server, or None if unknown."""
+        return None
 
     def restore(self, stream: BinaryIO, target: str, options: RestoreOptions = RestoreOptions(),
                 extras: dict[str, bytes] | None = None) -> RestoreResult:

@@ -38,7 +38,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from backups.engines import pg_toc
+from backups.engines import pg_base, pg_toc
 from backups.engines.base import Dump, DumpOptions, Engine, RestoreOptions, RestoreResult
 from backups.engines.tools import (EndHook, ToolStream, private_dir, read_password, run_tool, stderr_tail, tool_env,
                                    write_secret_file)
@@ -327,6 +327,12 @@ class PostgresEngine(Engine):
     def estimate_size(self, database: str) -> int | None:
         with self._connect(database) as conn:
             return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
+    def estimate_server_size(self) -> int | None:
+        return pg_base.server_size(self)
+
+    def base_backup(self, label: str) -> Iterator[Dump]:
+        return pg_base.base_backup(self, label)
 
     def _tables(self, conn: psycopg.Connection) -> list[tuple]:
         return conn.execute(f"""

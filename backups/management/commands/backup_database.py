@@ -41,6 +41,9 @@ class Command(CovetCommand):
         where.add_argument("--port", type=int)
         where.add_argument("--user", default="")
         where.add_argument("--password-file", help="file holding the database password (never on the command line)")
+        where.add_argument("--type", choices=["logical", "base"], default="logical",
+                           help="logical (a dump of one database) or base (PostgreSQL: the whole server with "
+                                "pg_basebackup, the starting point of point-in-time recovery)")
         how = parser.add_argument_group("how to store it")
         how.add_argument("--compress", choices=codecs.CODECS, default="zstd")
         how.add_argument("--compress-level", type=int)
@@ -70,6 +73,7 @@ class Command(CovetCommand):
             key_file=opts["key_file"],
             retention_days=opts["retention_days"],
             parallel=opts["parallel"],
+            backup_type=opts["type"],
             tags=services.parse_tags(opts["tags"]),
             initiated_by=services.cli_source(),
             source=services.cli_source(),
@@ -106,6 +110,10 @@ class Command(CovetCommand):
         text = (f"backup {backup.id} {backup.status}: {backup.source_bytes} bytes -> {backup.stored_bytes} stored "
                 f"({backup.compression}, {backup.cipher}) in {summary['duration_seconds']:.1f}s\n"
                 f"  location {summary['storage_location']}\n  sha256   {backup.sha256}")
+        if backup.backup_type == "base":
+            meta = backup.engine_meta
+            text += (f"\n  wal      {meta.get('start_lsn')} to {meta.get('end_lsn')} on timeline {meta.get('timeline')}"
+                     + ("" if backup.usable else " (not usable for recovery until that WAL is archived)"))
         self._emit(fmt, summary, text)
 
     def _emit(self, fmt: str, data: dict, text: str) -> None:
