@@ -14,14 +14,15 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from backups import jobs, services
+from backups import archive, jobs, services
 from backups.forms import BackupFilterForm
 from backups.models import Backup, DatabaseTarget
 from backups.serializers import (BackupAcceptedSerializer, BackupCreateSerializer, BackupSerializer,
                                  ErrorSerializer, MessageSerializer, RestoreAcceptedSerializer,
-                                 RestoreCreateSerializer, RestoreSerializer, TargetSerializer,
+                                 RecoverSerializer, RestoreCreateSerializer, RestoreSerializer, TargetSerializer,
                                  VerificationAcceptedSerializer)
 from backups.views import request_source
+from restores import pitr
 from restores import services as restore_services
 from verification import services as verification_services
 
@@ -139,6 +140,27 @@ class TargetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
         services.audit(self.request.user.username, "target.add", "target", target.name,
                        request_source(self.request), engine=target.engine)
         serializer.instance = target
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS})
+    @action(detail=True, methods=["get"])
+    def archive(self, request, name=None):
+        """The target's WAL/binlog archive: newest file, lag, archiver status, gaps and recoverable windows."""
+        return Response(archive.archive_summary(self.get_object()))
+
+    @extend_schema(request=RecoverSerializer, responses={202: RestoreAcceptedSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def recover(self, request, name=None):
+        """Queue a point-in-time recovery; it is checked (window, gaps, destination) before it is queued."""
+        serializer = RecoverSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        target = self.get_object()
+        backup_id = serializer.validated_data.get("backup_id")
+        restore = pitr.create_pitr_restore(
+            target, pitr.recovery_target(**serializer.recovery_kwargs()), serializer.destination(),
+            services.get_backup(backup_id) if backup_id else None, request.user.username, request_source(request))
+        job_id = jobs.enqueue_restore(restore)
+        body = {"restore_id": restore.pk, "job_id": job_id, "restore": RestoreSerializer(restore).data}
+        return Response(body, status=status.HTTP_202_ACCEPTED)
 
     def perform_destroy(self, instance):
         """Remove a target that has no backups left and record who did it."""

@@ -395,10 +395,10 @@ def wal_window(target: DatabaseTarget) -> list[dict]:
         start, end = _parse_time(meta.get("stop_time")) or base.finished_at, times.get(newest)
         if windows and start <= windows[-1]["to"]:
             if end > windows[-1]["to"]:
-                windows[-1].update(to=end, newest_wal=newest)
+                windows[-1].update(to=end, newest=newest)
             continue
         windows.append({"from": start, "to": end, "base_backup": base.id, "timeline": timeline,
-                        "newest_wal": newest})
+                        "newest": newest})
     return windows
 
 

@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 from rq.job import Job
 
 from backups import services
-from backups.errors import CovetError, QueueUnavailableError
+from backups.errors import CovetError, QueueUnavailableError, UsageError
 from backups.models import JobStatus
 
 
@@ -39,9 +39,26 @@ def enqueue_verification(run) -> str:
     return _enqueue("verification", run_verification_job, run)
 
 
+def restore_queue(request) -> str:
+    """Return the queue of a restore: a PITR into a data directory runs on the host that will hold it."""
+    destination = request.pitr.get("destination", {}) if request.pitr else {}
+    if destination.get("data_directory"):
+        return host_queue(destination.get("host") or settings.COVET_HOST)
+    return "restores"
+
+
+def host_queue(host: str) -> str:
+    """Return the restore queue of ``host``; its workers run there (make run starts one for this host)."""
+    name = f"restores-{host}"
+    if name not in settings.RQ_QUEUES:
+        raise UsageError(f"no worker queue for host {host!r}; known hosts: {', '.join(settings.COVET_PITR_HOSTS)} "
+                         "(COVET_PITR_HOSTS)")
+    return name
+
+
 def enqueue_restore(request) -> str:
     """Hand a pending restore to a worker; return the RQ job id."""
-    return _enqueue("restores", run_restore_job, request)
+    return _enqueue(restore_queue(request), run_restore_job, request)
 
 
 def cancel_queued_job(job_id: str) -> None:

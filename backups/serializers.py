@@ -60,7 +60,8 @@ class RestoreSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RestoreRequest
-        fields = ["id", "backup_id", "status", "target_database", "download_only", "output_path", "options", "requested_by",
+        fields = ["id", "backup_id", "status", "target_database", "download_only", "output_path", "options", "pitr",
+                  "requested_by",
                   "result", "created_at", "started_at", "finished_at", "duration_seconds", "error",
                   *PROGRESS_FIELDS]
         read_only_fields = fields
@@ -94,7 +95,7 @@ class BackupSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Backup
-        fields = ["backup_id", "status", "database_type", "database_name", "target", "backup_type",
+        fields = ["backup_id", "status", "database_type", "database_name", "target", "backup_type", "usable",
                   "source_bytes", "stored_bytes", "compression", "compression_level", "compression_ratio",
                   "cipher", "key_id", "key_source", "sha256", "storage", "storage_location", "storage_key",
                   "created_at", "started_at", "finished_at", "duration_seconds", "expires_at", "initiated_by",
@@ -159,6 +160,41 @@ class RestoreCreateSerializer(serializers.Serializer):
                               parallel=data["parallel"])
 
 
+class RecoverSerializer(serializers.Serializer):
+    """POST /api/targets/<name>/recover/: point-in-time recovery of a target's server."""
+
+    pitr_target = serializers.CharField(required=False, help_text="A time (UTC unless an offset is given) or latest")
+    target_lsn = serializers.CharField(required=False, help_text="PostgreSQL: a WAL position such as 0/16B3748")
+    target_xid = serializers.CharField(required=False, help_text="PostgreSQL: a transaction id")
+    target_name = serializers.CharField(required=False, help_text="PostgreSQL: a restore point name")
+    stop_position = serializers.CharField(required=False, help_text="MySQL: FILE:POS")
+    stop_gtid = serializers.CharField(required=False, help_text="MySQL: a GTID")
+    inclusive = serializers.BooleanField(default=True, help_text="Stop just after (true) or before the target")
+    timeline = serializers.CharField(default="latest", help_text="PostgreSQL: latest, current or a number")
+    pause = serializers.BooleanField(default=False, help_text="PostgreSQL: pause at the target instead of promoting")
+    backup_id = serializers.CharField(required=False, help_text="Default: the newest suitable backup")
+    data_directory = serializers.CharField(required=False, help_text="PostgreSQL: a new data directory")
+    host = serializers.CharField(required=False, help_text="PostgreSQL: the host that will hold the data directory")
+    start = serializers.BooleanField(default=False, help_text="PostgreSQL: start the server and wait for the target")
+    port = serializers.IntegerField(required=False, min_value=1, max_value=65535)
+    target_database = serializers.CharField(required=False, help_text="MySQL: a new schema")
+
+    def recovery_kwargs(self) -> dict:
+        """Return the arguments of restores.pitr.recovery_target."""
+        data = self.validated_data
+        return {"pitr_target": data.get("pitr_target"), "lsn": data.get("target_lsn"), "xid": data.get("target_xid"),
+                "name": data.get("target_name"), "stop_position": data.get("stop_position"),
+                "stop_gtid": data.get("stop_gtid"), "inclusive": data["inclusive"], "timeline": data["timeline"],
+                "action": "pause" if data["pause"] else "promote"}
+
+    def destination(self) -> dict:
+        """Return the engine's destination for the validated data."""
+        data = self.validated_data
+        values = {"data_directory": data.get("data_directory"), "host": data.get("host"), "start": data["start"],
+                  "port": data.get("port"), "database": data.get("target_database")}
+        return {key: value for key, value in values.items() if value not in (None, "", False)}
+
+
 class RestoreAcceptedSerializer(serializers.Serializer):
     """The answer to POST /api/backups/<id>/restore/."""
 
@@ -197,9 +233,9 @@ class TargetSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DatabaseTarget
-        fields = ["name", "engine", "host", "port", "user", "database", "password", "has_password",
-                  "running_backup", "created_at"]
-        read_only_fields = ["running_backup", "created_at"]
+        fields = ["name", "engine", "host", "port", "user", "database", "password", "has_password", "os_user",
+                  "pitr_enabled", "running_backup", "created_at"]
+        read_only_fields = ["pitr_enabled", "running_backup", "created_at"]
 
     def get_has_password(self, target: DatabaseTarget) -> bool:
         """Whether a password reference is set."""

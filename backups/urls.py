@@ -14,4 +14,6 @@ urlpatterns = [
     path(BACKUP + "restore/", views.backup_restore, name="backup_restore"),
     path(BACKUP + "cancel/", views.backup_cancel, name="backup_cancel"),
     path(BACKUP + "delete/", views.backup_delete, name="backup_delete"),
+    path("targets/<slug:name>/", views.target_detail, name="target_detail"),
+    path("targets/<slug:name>/recover/", views.target_recover, name="target_recover"),
 ]

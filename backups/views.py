@@ -15,11 +15,13 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from backups import jobs, services
+from backups import archive, jobs, services
 from backups.errors import CovetError, NotFoundError
-from backups.forms import BackupFilterForm, NewBackupForm, RestoreForm
-from backups.models import Backup
+from backups.forms import BackupFilterForm, NewBackupForm, RecoverForm, RestoreForm
+from backups.models import ArchivedLog, Backup, DatabaseTarget
+from restores import pitr
 from restores import services as restore_services
+from restores.models import RestoreRequest
 from verification import services as verification_services
 
 PAGE_SIZE = 25
@@ -64,7 +66,48 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "page": page,
         "new_backup": new_backup,
         "has_targets": new_backup.fields["target"].queryset.exists(),
+        "archives": [(target, archive.archive_summary(target))
+                     for target in DatabaseTarget.objects.filter(pitr_enabled=True)],
     })
+
+
+def _target_or_404(name: str) -> DatabaseTarget:
+    try:
+        return services.get_target(name)
+    except NotFoundError as exc:
+        raise Http404(str(exc)) from None
+
+
+@login_required
+def target_detail(request: HttpRequest, name: str) -> HttpResponse:
+    """Show a target's archive (lag, gaps, recoverable windows), its recoveries, and the recovery form."""
+    target = _target_or_404(name)
+    return render(request, "backups/target.html", {
+        "target": target,
+        "summary": archive.archive_summary(target),
+        "recent_logs": ArchivedLog.objects.filter(target=target).order_by("-archived_at")[:20],
+        "recoveries": RestoreRequest.objects.filter(backup__target=target).exclude(pitr={})[:20],
+        "form": RecoverForm(),
+    })
+
+
+@login_required
+@require_POST
+def target_recover(request: HttpRequest, name: str) -> HttpResponse:
+    """Check and queue a point-in-time recovery of the target."""
+    target = _target_or_404(name)
+    form = RecoverForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Recovery not started: {_form_errors(form)}")
+        return redirect("target_detail", name=target.name)
+    with flash_errors(request):
+        backup_id = form.cleaned_data.get("backup_id")
+        restore = pitr.create_pitr_restore(
+            target, pitr.recovery_target(**form.recovery_kwargs()), form.destination(),
+            services.get_backup(backup_id) if backup_id else None, request.user.username, request_source(request))
+        jobs.enqueue_restore(restore)
+        messages.success(request, f"Recovery {restore.pk} of {target.name} from {restore.backup_id} queued.")
+    return redirect("target_detail", name=target.name)
 
 
 @login_required

@@ -7,6 +7,7 @@ is generated on first run and never committed.
 
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import environ
@@ -130,9 +131,13 @@ COVET_JOB_TIMEOUT = env.int("COVET_JOB_TIMEOUT", default=24 * 3600)
 # How long a base backup waits for the archive to receive the WAL it needs
 # (its last segment is switched out when it ends); later checks catch up.
 COVET_BASE_WAL_WAIT = env.float("COVET_BASE_WAL_WAIT", default=60.0)
+# A PITR restore writes a data directory, so it runs on the host that keeps it:
+# each such host has a queue "restores-<host>" its worker listens on.
+COVET_HOST = env.str("COVET_HOST", default=socket.gethostname())
+COVET_PITR_HOSTS = env.list("COVET_PITR_HOSTS", default=[COVET_HOST])
 RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": COVET_JOB_TIMEOUT}
-    for name in ("backups", "restores", "verification", "default")
+    for name in ("backups", "restores", "verification", "default", *(f"restores-{h}" for h in COVET_PITR_HOSTS))
 }
 
 COVET_BACKUP_DIR = Path(env.str("COVET_BACKUP_DIR", default=str(VAR_DIR / "backups")))

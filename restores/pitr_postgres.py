@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+from django.conf import settings
+
 from backups import archive, services
 from backups.engines import pg_base, pg_wal
 from backups.engines.postgres import PG_LIB_DIR
@@ -121,6 +123,11 @@ def _check_destination(destination: dict, target: DatabaseTarget) -> None:
     path = Path(directory)
     if not path.is_absolute():
         raise UsageError(f"--data-directory must be an absolute path, not {directory!r}")
+    if destination.get("start") and not destination.get("port"):
+        raise UsageError("--start needs --port P: a free port for the recovered server (never its source's)")
+    destination.setdefault("host", settings.COVET_HOST)
+    if destination["host"] != settings.COVET_HOST:
+        return  # the worker on that host checks its own file system when it runs
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"{path} already exists and is not an empty directory; recover into a new one")
     if not path.parent.is_dir():
@@ -137,8 +144,6 @@ def _check_destination(destination: dict, target: DatabaseTarget) -> None:
     if blocked:
         raise UsageError(f"the recovered server runs as {user}, who cannot reach {path.parent}: {blocked}; "
                          "choose a data directory it can reach")
-    if destination.get("start") and not destination.get("port"):
-        raise UsageError("--start needs --port P: a free port for the recovered server (never its source's)")
 
 
 def _spool_dir(data_directory: Path) -> Path:
@@ -313,26 +318,26 @@ def _conf_value(value) -> str:
 
 def _write_settings(data_dir: Path, spool: Path, recovery: RecoveryTarget, destination: dict, user: str,
                     plan: dict) -> None:
-    settings = {"restore_command": shipper_paths.restore_command(spool, user),
+    values = {"restore_command": shipper_paths.restore_command(spool, user),
                 "recovery_target_timeline": str(plan["timeline"]) if recovery.timeline != "latest" else "latest",
                 "recovery_target_action": recovery.action,
                 # A restored server never archives into its source's archive.
                 "archive_mode": "off", "archive_command": ""}
     if recovery.time:
-        settings["recovery_target_time"] = recovery.time.isoformat(sep=" ")
+        values["recovery_target_time"] = recovery.time.isoformat(sep=" ")
     elif recovery.lsn:
-        settings["recovery_target_lsn"] = recovery.lsn
+        values["recovery_target_lsn"] = recovery.lsn
     elif recovery.xid:
-        settings["recovery_target_xid"] = recovery.xid
+        values["recovery_target_xid"] = recovery.xid
     elif recovery.name:
-        settings["recovery_target_name"] = recovery.name
+        values["recovery_target_name"] = recovery.name
     if not recovery.latest:
-        settings["recovery_target_inclusive"] = "on" if recovery.inclusive else "off"
+        values["recovery_target_inclusive"] = "on" if recovery.inclusive else "off"
     if destination.get("port"):
-        settings["port"] = destination["port"]
+        values["port"] = destination["port"]
     if destination.get("start"):
-        settings["unix_socket_directories"] = str(data_dir)
-        settings["listen_addresses"] = "127.0.0.1"
+        values["unix_socket_directories"] = str(data_dir)
+        values["listen_addresses"] = "127.0.0.1"
     if not (data_dir / "postgresql.conf").exists():
         # Debian keeps the configuration outside the data directory: start from the server's defaults.
         (data_dir / "postgresql.conf").write_text("# written by Covet Backup: the backup held no postgresql.conf\n")
@@ -340,7 +345,7 @@ def _write_settings(data_dir: Path, spool: Path, recovery: RecoveryTarget, desti
         (data_dir / "pg_hba.conf").write_text("# written by Covet Backup: local connections only\n"
                                               "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n")
     lines = [f"\n{SETTINGS_MARK} (base backup {plan.get('base_backup', '')}; later lines win)"]
-    lines += [f"{key} = {_conf_value(value)}" for key, value in settings.items()]
+    lines += [f"{key} = {_conf_value(value)}" for key, value in values.items()]
     with open(data_dir / "postgresql.auto.conf", "a") as conf:
         conf.write("\n".join(lines) + "\n")
     (data_dir / "recovery.signal").write_text("")
