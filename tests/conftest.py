@@ -12,6 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.pitr_fixtures"]  # the servers fixture of the PITR tests
+
 
 @pytest.fixture
 def sample_sqlite(tmp_path) -> Path:
