@@ -187,6 +187,21 @@ class Archive:
             except CovetError as exc:
                 log.warning("could not remove the replaced partial %s: %s", key, exc)
 
+    def adopt(self, name: str, timeline: int | None, key: str, **fields) -> ArchivedLog:
+        """Record a row for an object found in storage without one (rebuild_catalog): read it whole,
+        authenticated, for its stored and plaintext SHA-256 and size."""
+        stored, plain, size = hashlib.sha256(), hashlib.sha256(), 0
+        with self.backend.get(key) as raw:
+            decoded = DecodingStream(_Tee(raw, stored), self._key_lookup)
+            while chunk := decoded.read(COPY_BUFFER):
+                plain.update(chunk)
+                size += len(chunk)
+        with self._catalog_lock:
+            return ArchivedLog.objects.create(
+                target=self.target, kind=self.kind, name=name, timeline=timeline, storage=self.storage,
+                storage_key=key, size=size, stored_bytes=self.backend.stat(key).size, sha256=stored.hexdigest(),
+                plaintext_sha256=plain.hexdigest(), key_id=self.key_id, **fields)
+
     def _stored_without_row(self, key: str) -> bool:
         try:
             self.backend.stat(key)

@@ -1,7 +1,10 @@
-"""Rebuilding the catalog from storage alone: every sidecar becomes its Backup row again.
+"""Rebuilding the catalog from storage alone: every sidecar becomes its Backup row again, every
+archive key record its target's archive key, every archived WAL segment or binlog its ArchivedLog row.
 
 Idempotent: rows that exist are never duplicated or overwritten; a sidecar
 found on a storage other than its backup's own records a copy there instead.
+Archived files are read whole (authenticated with the archive key) for their
+checksums; their archive time becomes the time of the rebuild.
 """
 
 import json
@@ -10,9 +13,10 @@ from datetime import datetime
 
 from django.db import transaction
 
-from backups import services
+from backups import archive, services
+from backups.engines import pg_wal
 from backups.errors import CovetError
-from backups.models import Backup, BackupCopy, DatabaseTarget, JobStatus, Storage
+from backups.models import ArchivedLog, Backup, BackupCopy, DatabaseTarget, JobStatus, Storage
 
 SIDECAR_SUFFIX = ".json"
 
@@ -22,32 +26,85 @@ class RebuildReport:
     """What a rebuild found and did."""
 
     created: list[str] = field(default_factory=list)
+    archived: list[str] = field(default_factory=list)
     copies: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
 def rebuild_catalog(storage: Storage, actor: str = "system") -> RebuildReport:
-    """Recreate missing Backup rows (and their targets) from the sidecars on ``storage``."""
+    """Recreate missing Backup rows (and their targets), archive keys and ArchivedLog rows from ``storage``."""
     backend = services.storage_backend(storage)
     report = RebuildReport()
-    for info in backend.list(""):
-        if not info.key.endswith(SIDECAR_SUFFIX):
-            continue
-        try:
-            meta = json.loads(backend.get_bytes(info.key))
-        except (CovetError, ValueError) as exc:
-            report.problems.append(f"{info.key}: unreadable sidecar ({exc})")
-            continue
-        if not isinstance(meta, dict) or "sidecar_version" not in meta:
-            continue  # some other JSON object, not ours
-        try:
-            _restore_row(storage, backend, meta, report)
-        except (CovetError, KeyError, ValueError) as exc:
-            report.problems.append(f"{info.key}: {exc}")
+    objects = list(backend.list(""))
+    # Archive keys first: the archived files can only be read with them.
+    for info in objects:
+        if _is_key_record(info.key):
+            _guarded(report, info.key, lambda key=info.key: _restore_archive_key(storage, backend, key))
+    for info in objects:
+        if info.key.endswith(SIDECAR_SUFFIX) and not _is_key_record(info.key):
+            _guarded(report, info.key, lambda key=info.key: _restore_sidecar(storage, backend, key, report))
+    for info in objects:
+        if _archived_file(info.key):
+            _guarded(report, info.key, lambda key=info.key: _restore_log(storage, key, report))
     services.audit(actor, "catalog.rebuild", "storage", storage.name, created=len(report.created),
-                   copies=len(report.copies), problems=len(report.problems))
+                   archived=len(report.archived), copies=len(report.copies), problems=len(report.problems))
     return report
+
+
+def _guarded(report: RebuildReport, key: str, step) -> None:
+    try:
+        step()
+    except (CovetError, KeyError, ValueError) as exc:
+        report.problems.append(f"{key}: {exc}")
+
+
+def _is_key_record(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 4 and parts[2] == "keys" and key.endswith(SIDECAR_SUFFIX)
+
+
+def _archived_file(key: str) -> tuple[str, int | None, str] | None:
+    """Return (kind, timeline, name) for an archived WAL file or binlog object key, else None."""
+    parts = key.split("/")
+    suffix = f".{services.OBJECT_EXTENSION}"
+    if not key.endswith(suffix):
+        return None
+    name = parts[-1][:-len(suffix)]
+    if len(parts) == 5 and parts[2] == "wal" and pg_wal.kind_of(name):
+        return "wal", int(parts[3], 16), name
+    if len(parts) == 4 and parts[2] == "binlog" and not name.endswith(".partial"):
+        return "binlog", None, name
+    return None
+
+
+def _restore_archive_key(storage: Storage, backend, key: str) -> None:
+    record = json.loads(backend.get_bytes(key))
+    target = _target({"name": record["target"], "engine": record["engine"]})
+    if target.archive_key:
+        return  # never replace the key a target archives with
+    target.archive_key = {"key_id": record["key_record"]["data_key_id"], "key_record": record["key_record"],
+                          "key_source": record["key_source"], "cipher": record.get("cipher", archive.ARCHIVE_CIPHER)}
+    target.archive_storage = storage
+    target.pitr_enabled = True
+    target.save()
+
+
+def _restore_log(storage: Storage, key: str, report: RebuildReport) -> None:
+    kind, timeline, name = _archived_file(key)
+    target = DatabaseTarget.objects.filter(name=key.split("/")[1]).first()
+    if target is None or not target.archive_key:
+        raise ValueError("no archive key record for this target was found; it cannot be read")
+    if ArchivedLog.objects.filter(target=target, kind=kind, timeline=timeline, name=name).exists():
+        return
+    archive.Archive(target).adopt(name, timeline, key)
+    report.archived.append(name)
+
+
+def _restore_sidecar(storage: Storage, backend, key: str, report: RebuildReport) -> None:
+    meta = json.loads(backend.get_bytes(key))
+    if isinstance(meta, dict) and "sidecar_version" in meta:
+        _restore_row(storage, backend, meta, report)
 
 
 def _restore_row(storage: Storage, backend, meta: dict, report: RebuildReport) -> None:
@@ -102,8 +159,9 @@ def _target(facts: dict) -> DatabaseTarget:
     if target is not None:
         return target
     # The password reference is not in the sidecar (it is local to a machine); set it again after a rebuild.
-    return DatabaseTarget.objects.create(name=facts["name"], engine=facts["engine"], host=facts["host"] or "",
-                                         port=facts["port"], user=facts["user"] or "", database=facts["database"])
+    return DatabaseTarget.objects.create(name=facts["name"], engine=facts["engine"], host=facts.get("host") or "",
+                                         port=facts.get("port"), user=facts.get("user") or "",
+                                         database=facts.get("database") or "")
 
 
 def _when(text: str | None) -> datetime | None:

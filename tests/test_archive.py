@@ -92,3 +92,25 @@ def test_recovery_path_follows_timeline_history():
     path = pg_wal.recovery_path(1, pg_wal.parse_lsn("0/2000028"), 3, history)
     assert path == [pg_wal.Stretch(1, 2, 2), pg_wal.Stretch(2, 3, 4), pg_wal.Stretch(3, 5, None)]
     assert pg_wal.recovery_path(1, 0x2000028, 1, []) == [pg_wal.Stretch(1, 2, None)]
+
+
+def test_rebuild_catalog_restores_the_archive_key_and_archived_files(pg_target):
+    from backups.rebuild import rebuild_catalog
+
+    store = archive.Archive(pg_target)
+    names = [pg_wal.segment_name(1, n) for n in (1, 2)] + ["00000002.history"]
+    for name in names:
+        store.store(name, io.BytesIO(name.encode() * 50), pg_wal.timeline_of(name))
+    before = {row.name: (row.sha256, row.plaintext_sha256, row.size) for row in ArchivedLog.objects.all()}
+    key_id, storage = pg_target.archive_key["key_id"], archive.archive_storage(pg_target)
+    ArchivedLog.objects.all().delete()
+    pg_target.delete()
+
+    report = rebuild_catalog(storage)
+    assert sorted(report.archived) == sorted(names) and not report.problems
+    target = DatabaseTarget.objects.get(name="pg-main")
+    assert target.pitr_enabled and target.archive_key["key_id"] == key_id
+    assert {row.name: (row.sha256, row.plaintext_sha256, row.size) for row in ArchivedLog.objects.all()} == before
+    again = rebuild_catalog(storage)
+    assert again.archived == [] and ArchivedLog.objects.count() == 3
+    archive.Archive(target).store(names[0], io.BytesIO(names[0].encode() * 50), 1)  # still idempotent

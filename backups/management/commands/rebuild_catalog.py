@@ -23,6 +23,7 @@ class Command(CovetCommand):
             self.stdout.write(json.dumps(asdict(report), indent=2))
             return
         self.stdout.write(f"{len(report.created)} backup(s) added to the catalog, {len(report.copies)} copy record(s) "
-                          f"added, {len(report.existing)} already known")
+                          f"added, {len(report.existing)} already known, {len(report.archived)} archived WAL/binlog "
+                          "file(s) added")
         for problem in report.problems:
             self.stderr.write(f"skipped {problem}")
