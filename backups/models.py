@@ -147,6 +147,11 @@ class BackupPolicy(models.Model):
         default=dict, blank=True, help_text='{"kind": "keyfile", "path": ...}; empty: the site default key'
     )
     retention_days = models.PositiveIntegerField(null=True, blank=True)
+    storage_tier = models.CharField(
+        max_length=32, blank=True,
+        help_text="S3 storage class (STANDARD, STANDARD_IA, GLACIER_IR, GLACIER, DEEP_ARCHIVE) or Azure access "
+                  "tier (Hot, Cool, Cold, Archive) of this policy's backups; empty: the storage's own setting",
+    )
     tags = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
 
@@ -179,6 +184,7 @@ class Backup(TrackedJob):
     sha256 = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the stored object")
     storage = models.ForeignKey(Storage, on_delete=models.PROTECT, related_name="backups")
     storage_key = models.CharField(max_length=1024, blank=True)
+    storage_tier = models.CharField(max_length=32, blank=True, help_text="Storage class or access tier of the object")
     initiated_by = models.CharField(max_length=150, blank=True)
     tags = models.JSONField(default=dict, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)

@@ -143,6 +143,7 @@ def _restore_row(storage: Storage, backend, meta: dict, report: RebuildReport) -
             sha256=meta["sha256"],
             storage=storage,
             storage_key=meta["object_key"],
+            storage_tier=meta.get("storage_tier", ""),
             initiated_by=meta["initiated_by"],
             tags=meta["tags"],
             expires_at=_when(meta["expires_at"]),

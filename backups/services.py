@@ -26,7 +26,8 @@ from backups import keys
 from backups.engines import ConnectionParams, DumpOptions, open_engine
 from backups.errors import (BusyError, CancelledError, CovetError, DamagedError, NotFoundError, StorageError,
                             UsageError)
-from backups.models import ACTIVE_STATUSES, AuditEvent, Backup, BackupCopy, DatabaseTarget, JobStatus, Storage
+from backups.models import (ACTIVE_STATUSES, AuditEvent, Backup, BackupCopy, BackupPolicy, DatabaseTarget, JobStatus,
+                            Storage)
 from backups.pipeline import codecs, crypto
 from backups.pipeline.container import DecodingStream, EncodingStream, Header
 from backups.progress import CountingReader, JobTracker, ProgressCallback
@@ -252,9 +253,34 @@ class BackupRequest:
     copy_to: Storage | None = None
     parallel: int = 1
     backup_type: str = "logical"
+    storage_tier: str = ""
+    policy: BackupPolicy | None = None
     tags: dict = field(default_factory=dict)
     initiated_by: str = ""
     source: str = ""
+
+
+def policy_request(policy: BackupPolicy, **overrides) -> BackupRequest:
+    """Return the request a policy makes: its target, database, storages, codec, cipher, key, retention, tier, tags."""
+    source = policy.key_source or {}
+    values = dict(
+        target=policy.target, database=policy.database, storage=policy.storage, copy_to=policy.secondary_storage,
+        compression=policy.compression, compression_level=policy.compression_level, cipher=policy.cipher,
+        key_file=source.get("path") if source.get("kind") == "keyfile" else None,
+        passphrase_file=source.get("path") if source.get("kind") == "passphrase" else None,
+        retention_days=policy.retention_days, storage_tier=policy.storage_tier, tags=dict(policy.tags),
+        policy=policy)
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return BackupRequest(**values)
+
+
+def get_policy(name: str) -> BackupPolicy:
+    """Return the policy called ``name`` or raise NotFoundError."""
+    try:
+        return BackupPolicy.objects.select_related("target", "storage", "secondary_storage").get(name=name)
+    except BackupPolicy.DoesNotExist:
+        names = ", ".join(BackupPolicy.objects.values_list("name", flat=True)) or "none yet (add one in the admin)"
+        raise NotFoundError(f"no backup policy {name!r}; policies: {names}") from None
 
 
 def create_backup(request: BackupRequest) -> Backup:
@@ -264,6 +290,8 @@ def create_backup(request: BackupRequest) -> Backup:
     if request.cipher not in crypto.CIPHERS:
         raise UsageError(f"unknown cipher {request.cipher!r}; choose from {', '.join(crypto.CIPHERS)}")
     level = codecs.validate_level(request.compression, request.compression_level)
+    storage = request.storage or default_storage()
+    tier = storage_backend(storage).check_tier(request.storage_tier) if request.storage_tier else ""
     if not 1 <= request.parallel <= 64:
         raise UsageError(f"--parallel must be between 1 and 64, not {request.parallel}")
     if request.backup_type == "base":
@@ -289,7 +317,9 @@ def create_backup(request: BackupRequest) -> Backup:
         database_name="" if request.backup_type == "base" else request.database or request.target.database,
         backup_type=request.backup_type,
         usable=request.backup_type != "base",
-        storage=request.storage or default_storage(),
+        storage=storage,
+        storage_tier=tier,
+        policy=request.policy,
         compression=request.compression,
         compression_level=level,
         cipher=request.cipher,
@@ -487,7 +517,7 @@ def _store_backup(backup: Backup, backend, on_progress: ProgressCallback | None)
     with dumping as dump, JobTracker(backup, expected, on_progress) as tracker:
         encoded = EncodingStream(CountingReader(dump.stream, tracker), header(), data_key)
         try:
-            info = backend.put(backup.storage_key, encoded, size_hint=expected)
+            info = backend.put(backup.storage_key, encoded, size_hint=expected, tier=backup.storage_tier or None)
         finally:
             encoded.close()
         backup.engine_meta = {**dump.meta, "extension": dump.extension}
@@ -571,6 +601,7 @@ def sidecar(backup: Backup) -> dict:
         "key_source": backup.key_source,
         "sha256": backup.sha256,
         "object_key": backup.storage_key,
+        "storage_tier": backup.storage_tier,
         "initiated_by": backup.initiated_by,
         "tags": backup.tags,
         "expires_at": backup.expires_at.isoformat() if backup.expires_at else None,
@@ -608,6 +639,8 @@ def backup_summary(backup: Backup) -> dict:
         "key_id": backup.key_id,
         "sha256": backup.sha256,
         "storage": backup.storage.name,
+        "storage_tier": backup.storage_tier,
+        "policy": backup.policy.name if backup.policy_id else None,
         "storage_location": storage_backend(backup.storage).describe(backup.storage_key) if backup.storage_key else "",
         "started_at": backup.started_at.isoformat() if backup.started_at else None,
         "finished_at": backup.finished_at.isoformat() if backup.finished_at else None,

@@ -515,3 +515,24 @@ def test_a_restore_from_glacier_says_to_thaw_and_succeeds_after_the_thaw(cli, sa
     result = cli("restore_database", "--backup-id", out["backup_id"], "--target-database", str(restored))
     assert result.returncode == 0, result.stderr  # moto finishes a thaw at once
     assert rows(restored) == rows(sample_sqlite)
+
+
+def test_a_policy_sets_the_storage_class_of_its_backups_not_of_their_sidecars(
+        cli, target, default_key, backup_dir, s3_storage_row, raw, bucket):
+    from backups.models import BackupPolicy
+
+    BackupPolicy.objects.create(name="monthly", target=target, storage=s3_storage_row, storage_tier="deep_archive",
+                                retention_days=365, tags={"kind": "monthly"})
+    result = cli("backup_database", "--policy", "monthly", "--output-format", "json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert (out["storage_tier"], out["policy"], out["tags"]) == ("DEEP_ARCHIVE", "monthly", {"kind": "monthly"})
+    classes = {key: raw.head_object(Bucket=bucket, Key=key).get("StorageClass", "STANDARD") for key in objects(raw, bucket)}
+    assert sorted(classes.values()) == ["DEEP_ARCHIVE", "STANDARD"]  # the sidecar stays readable
+    assert next(v for k, v in classes.items() if k.endswith(".json")) == "STANDARD"
+    override = cli("backup_database", "--policy", "monthly", "--storage-tier", "GLACIER_IR", "--output-format", "json")
+    assert json.loads(override.stdout)["storage_tier"] == "GLACIER_IR"
+    wrong = cli("backup_database", "--policy", "monthly", "--storage-tier", "COLD")
+    assert wrong.returncode == 2 and "storage class must be one of" in wrong.stderr
+    local = cli("backup_database", "--target", target.name, "--storage-tier", "STANDARD_IA")
+    assert local.returncode == 2 and "local storage has no storage classes" in local.stderr

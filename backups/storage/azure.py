@@ -304,7 +304,10 @@ class AzureStorage(Storage):
 
     # The contract ------------------------------------------------------------
 
-    def put(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> ObjectInfo:
+    def check_tier(self, tier: str) -> str:
+        return _tier(tier)
+
+    def put(self, key: str, stream: BinaryIO, size_hint: int | None = None, tier: str | None = None) -> ObjectInfo:
         """Stage ``stream`` block by block (bounded, in parallel) and commit the block list at its end.
 
         Nothing is visible under ``key`` until the commit. An error of the
@@ -312,6 +315,7 @@ class AzureStorage(Storage):
         way the staged blocks stay uncommitted (see the module docstring).
         """
         blob = self._blob(key)
+        access_tier = self.check_tier(tier) if tier else self.access_tier
         block_size = self.block_size_for(size_hint)
         upload = uuid.uuid4().hex  # a fresh id per upload: never mixes with blocks of an earlier attempt
         block_ids: list[str] = []
@@ -342,10 +346,9 @@ class AzureStorage(Storage):
                 for future in done:
                     future.result()
                 settings = ContentSettings(content_md5=bytearray(whole.digest()))
-                tier = StandardBlobTier(self.access_tier) if self.access_tier else None
                 try:
                     blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids], content_settings=settings,
-                                           standard_blob_tier=tier)
+                                           standard_blob_tier=StandardBlobTier(access_tier) if access_tier else None)
                 except AzureError as exc:
                     raise self._error(exc, f"commit of {key}") from exc
             except BaseException:

@@ -53,8 +53,12 @@ class Storage:
 
     kind = "abstract"
 
-    def put(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> ObjectInfo:
-        """Store everything read from ``stream`` under ``key``; visible only once complete."""
+    def put(self, key: str, stream: BinaryIO, size_hint: int | None = None, tier: str | None = None) -> ObjectInfo:
+        """Store everything read from ``stream`` under ``key``; visible only once complete.
+
+        ``tier`` is this object's storage class (S3) or access tier (Azure),
+        None for the backend's configured default; local storage has none.
+        """
         raise NotImplementedError
 
     def get(self, key: str) -> BinaryIO:
@@ -80,6 +84,10 @@ class Storage:
     def describe(self, key: str) -> str:
         """Return a human-readable location of ``key`` (a URL), for the catalog and the UI."""
         raise NotImplementedError
+
+    def check_tier(self, tier: str) -> str:
+        """Return ``tier`` as this backend spells it (see put); raise UsageError if it has no such tier."""
+        raise UsageError(f"{self.kind} storage has no storage classes or access tiers; {tier!r} cannot be used")
 
     def free_bytes(self) -> int | None:
         """Return the free space where objects are written, or None when the backend cannot tell."""

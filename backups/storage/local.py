@@ -37,7 +37,7 @@ class LocalStorage(Storage):
         # Deterministic, so abort() can find what a killed worker left behind.
         return path.with_name("." + path.name + PARTIAL_SUFFIX)
 
-    def put(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> ObjectInfo:
+    def put(self, key: str, stream: BinaryIO, size_hint: int | None = None, tier: str | None = None) -> ObjectInfo:
         path = self._path(key)
         partial = self._partial(path)
         try:

@@ -187,25 +187,29 @@ class S3Storage(Storage):
 
     # Writing ---------------------------------------------------------------
 
-    def put(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> ObjectInfo:
+    def put(self, key: str, stream: BinaryIO, size_hint: int | None = None, tier: str | None = None) -> ObjectInfo:
         """Upload ``stream`` as ``key``: one PutObject below a part, else a multipart upload aborted on any failure.
 
         Source exceptions come out unchanged; S3 failures as StorageError.
         The object is listed only once complete.
         """
         full = self._full(key)
+        storage_class = self.check_tier(tier) if tier else self.storage_class
         part_size = self.part_size_for(size_hint)
         first = _read_part(stream, part_size)
         if len(first) < part_size:
-            self._call("store", full, self.client.put_object, Body=first, **self._object_args(full),
+            self._call("store", full, self.client.put_object, Body=first, **self._object_args(full, storage_class),
                        **self._checksum_args(first))
             return ObjectInfo(key=key, size=len(first))
         holder = [first]
         del first  # so the upload can let go of this part as soon as it is sent
-        return ObjectInfo(key=key, size=self._multipart(full, stream, holder, part_size))
+        return ObjectInfo(key=key, size=self._multipart(full, stream, holder, part_size, storage_class))
 
-    def _object_args(self, full: str) -> dict:
-        args = {"Bucket": self.bucket, "Key": full, "StorageClass": self.storage_class,
+    def check_tier(self, tier: str) -> str:
+        return _choice("storage class", str(tier).upper(), STORAGE_CLASSES)
+
+    def _object_args(self, full: str, storage_class: str) -> dict:
+        args = {"Bucket": self.bucket, "Key": full, "StorageClass": storage_class,
                 "ContentType": "application/octet-stream"}
         if self.sse:
             args["ServerSideEncryption"] = self.sse
@@ -220,8 +224,8 @@ class S3Storage(Storage):
             return {"ChecksumCRC32": _b64(zlib.crc32(data).to_bytes(4, "big"))}
         return {"ContentMD5": _b64(hashlib.md5(data, usedforsecurity=False).digest())}
 
-    def _multipart(self, full: str, stream: BinaryIO, holder: list, part_size: int) -> int:
-        args = self._object_args(full)
+    def _multipart(self, full: str, stream: BinaryIO, holder: list, part_size: int, storage_class: str) -> int:
+        args = self._object_args(full, storage_class)
         if self.checksum != "MD5":
             args["ChecksumAlgorithm"] = self.checksum
         upload_id = self._call("start an upload of", full, self.client.create_multipart_upload, **args)["UploadId"]

@@ -35,6 +35,8 @@ class Command(CovetCommand):
     def add_arguments(self, parser):
         where = parser.add_argument_group("what to back up")
         where.add_argument("--target", help="a registered target (see 'manage.py target list')")
+        where.add_argument("--policy", help="back up as this policy says (target, storages, codec, cipher, key, "
+                                            "retention, tier, tags); flags given too override it")
         where.add_argument("--database", choices=["sqlite", "postgresql", "mysql"], help="engine of an ad-hoc target")
         where.add_argument("--name", help="database name; for SQLite the database file")
         where.add_argument("--host", default="")
@@ -45,13 +47,16 @@ class Command(CovetCommand):
                            help="logical (a dump of one database) or base (PostgreSQL: the whole server with "
                                 "pg_basebackup, the starting point of point-in-time recovery)")
         how = parser.add_argument_group("how to store it")
-        how.add_argument("--compress", choices=codecs.CODECS, default="zstd")
+        how.add_argument("--compress", choices=codecs.CODECS, help="default zstd")
         how.add_argument("--compress-level", type=int)
-        how.add_argument("--encrypt", choices=crypto.CIPHERS, default="aes-256-gcm")
+        how.add_argument("--encrypt", choices=crypto.CIPHERS, help="default aes-256-gcm")
         how.add_argument("--encryption-password-file", help="passphrase file for the key-encryption key")
         how.add_argument("--key-file", help="key file (mode 0600) for the key-encryption key")
         how.add_argument("--storage", help="storage name (default: the default storage)")
         how.add_argument("--copy-to", metavar="STORAGE", help="also copy the backup to this second storage")
+        how.add_argument("--storage-tier", metavar="TIER",
+                         help="S3 storage class (STANDARD, STANDARD_IA, GLACIER_IR, GLACIER, DEEP_ARCHIVE) or Azure "
+                              "access tier (Hot, Cool, Cold, Archive) of this backup; default: the storage's")
         how.add_argument("--parallel", type=int, default=1,
                          help="parallel dump jobs (PostgreSQL directory format; helps databases with several large tables)")
         how.add_argument("--retention-days", type=int)
@@ -60,11 +65,9 @@ class Command(CovetCommand):
         parser.add_argument("--enqueue", action="store_true", help="hand the work to a worker; print the job id")
 
     def handle(self, *args, **opts):
-        target = self._target(opts)
-        backup = services.create_backup(services.BackupRequest(
-            target=target,
-            database=opts["name"] or "",
-            storage=services.get_storage(opts["storage"]),
+        given = dict(
+            database=opts["name"],
+            storage=services.get_storage(opts["storage"]) if opts["storage"] else None,
             copy_to=services.get_storage(opts["copy_to"]) if opts["copy_to"] else None,
             compression=opts["compress"],
             compression_level=opts["compress_level"],
@@ -72,12 +75,21 @@ class Command(CovetCommand):
             passphrase_file=opts["encryption_password_file"],
             key_file=opts["key_file"],
             retention_days=opts["retention_days"],
-            parallel=opts["parallel"],
-            backup_type=opts["type"],
-            tags=services.parse_tags(opts["tags"]),
+            storage_tier=opts["storage_tier"],
+            tags=services.parse_tags(opts["tags"]) if opts["tags"] else None,
             initiated_by=services.cli_source(),
             source=services.cli_source(),
-        ))
+        )
+        if opts["policy"]:
+            if opts["target"] or opts["database"]:
+                raise UsageError("a policy names its target: give --policy or --target/--database, not both")
+            request = services.policy_request(services.get_policy(opts["policy"]), **given)
+        else:
+            defaults = {"storage": services.get_storage(None), "compression": "zstd", "cipher": "aes-256-gcm"}
+            request = services.BackupRequest(target=self._target(opts), **{
+                **defaults, **{key: value for key, value in given.items() if value is not None}})
+        request.parallel, request.backup_type = opts["parallel"], opts["type"]
+        backup = services.create_backup(request)
         if opts["enqueue"]:
             job_id = jobs.enqueue_backup(backup)
             self._emit(opts["output_format"], {"backup_id": backup.id, "job_id": job_id, "status": "pending"},
