@@ -27,6 +27,10 @@ def create_restore(backup: Backup, target_database: str = "", download_only: boo
         raise UsageError(f"backup {backup.id} is {backup.status}; only completed backups can be restored")
     if not 1 <= options.parallel <= 64:
         raise UsageError(f"--parallel must be between 1 and 64, not {options.parallel}")
+    if backup.backup_type == "base" and not download_only:
+        raise UsageError(f"backup {backup.id} is a base backup of the whole server: recover it with "
+                         f"--data-directory DIR and a recovery target (--pitr-target latest, or a time), "
+                         "or write its tar with --download-only")
     if options.with_globals and not backup.extras:
         raise UsageError(f"backup {backup.id} holds no globals, users or grants to restore")
     if download_only:

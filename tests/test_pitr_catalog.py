@@ -91,3 +91,12 @@ def test_target_page_shows_the_archive_and_refuses_with_a_flash(pg_target, clien
     assert "is not a time" in response.content.decode()
     dashboard = client.get("/").content.decode()
     assert 'id="archive-pg-prod"' in dashboard
+
+
+def test_a_base_backup_is_only_restored_by_recovery_or_downloaded(pg_target):
+    from backups.errors import UsageError
+    from restores.services import create_restore
+
+    base = Backup.objects.get(target=pg_target)
+    with pytest.raises(UsageError, match="--data-directory DIR and a recovery target"):
+        create_restore(base, "newdb")
