@@ -85,6 +85,7 @@ class BackupSerializer(serializers.ModelSerializer):
     database_type = serializers.CharField(source="target.engine", read_only=True)
     target = serializers.CharField(source="target.name", read_only=True)
     storage = serializers.CharField(source="storage.name", read_only=True)
+    policy = serializers.CharField(source="policy.name", read_only=True, allow_null=True)
     storage_location = serializers.SerializerMethodField()
     compression_ratio = serializers.FloatField(read_only=True, allow_null=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
@@ -95,7 +96,8 @@ class BackupSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Backup
-        fields = ["backup_id", "status", "database_type", "database_name", "target", "backup_type", "usable",
+        fields = ["backup_id", "status", "database_type", "database_name", "target", "backup_type", "usable", "policy",
+                  "storage_tier",
                   "source_bytes", "stored_bytes", "compression", "compression_level", "compression_ratio",
                   "cipher", "key_id", "key_source", "sha256", "storage", "storage_location", "storage_key",
                   "created_at", "started_at", "finished_at", "duration_seconds", "expires_at", "initiated_by",

@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -477,6 +478,9 @@ class MysqlEngine(Engine):
             meta["pitr_reason"] = "SHOW MASTER STATUS returned nothing although log_bin is on"
             return
         meta["binlog_file"], meta["binlog_position"] = row[0], int(row[1])
+        # Under the lock nothing commits: a point-in-time recovery from this dump
+        # can target any time from here on (restores/pitr_mysql.py). [issue 7]
+        meta["binlog_read_at"] = datetime.now(timezone.utc).isoformat()
         with control.cursor() as cur:
             if meta["flavor"] == "MariaDB":
                 cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
