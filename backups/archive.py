@@ -412,7 +412,7 @@ def wal_window(target: DatabaseTarget) -> list[dict]:
             if end > windows[-1]["to"]:
                 windows[-1].update(to=end, newest=newest)
             continue
-        windows.append({"from": start, "to": end, "base_backup": base.id, "timeline": timeline,
+        windows.append({"from": start, "to": end, "backup": base.id, "timeline": timeline,
                         "newest": newest})
     return windows
 

@@ -110,9 +110,9 @@ def windows(target: DatabaseTarget) -> list[dict]:
         start, end = snapshot_time(backup), max(ends)
         if found and start <= found[-1]["to"]:
             if end > found[-1]["to"]:
-                found[-1].update(to=end, newest_binlog=files[-1].name)
+                found[-1].update(to=end, newest=files[-1].name)
             continue
-        found.append({"from": start, "to": max(start, end), "backup": backup.id, "newest_binlog": files[-1].name})
+        found.append({"from": start, "to": max(start, end), "backup": backup.id, "newest": files[-1].name})
     return found
 
 

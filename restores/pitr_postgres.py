@@ -86,7 +86,7 @@ def _window_text(target: DatabaseTarget) -> str:
     windows = archive.wal_window(target)
     if not windows:
         return "the archive has no recoverable window yet"
-    spans = ", ".join(f"{w['from'].isoformat()} to {w['to'].isoformat()} (from {w['base_backup']})"
+    spans = ", ".join(f"{w['from'].isoformat()} to {w['to'].isoformat()} (from {w['backup']})"
                       for w in windows)
     return f"recoverable window: {spans}"
 

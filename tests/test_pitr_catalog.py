@@ -1,6 +1,7 @@
 """What the catalog says about a target's archive, through the API and the pages, and PITR requests from both."""
 
 import io
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -100,3 +101,24 @@ def test_a_base_backup_is_only_restored_by_recovery_or_downloaded(pg_target):
     base = Backup.objects.get(target=pg_target)
     with pytest.raises(UsageError, match="--data-directory DIR and a recovery target"):
         create_restore(base, "newdb")
+
+
+def test_a_mysql_targets_archive_shows_on_its_page_and_in_the_api(default_key, backup_dir, api, client, admin_user):
+    target = archive.enable_pitr(DatabaseTarget.objects.create(name="shop", engine="mysql", database="shop"))
+    store = archive.Archive(target)
+    for number in (4, 5, 7):
+        name = f"mysql-bin.{number:06d}"
+        store.store(name, io.BytesIO(name.encode()), start_position=4, end_position=400,
+                    first_event_at=NOW - timedelta(minutes=10 - number), last_event_at=NOW - timedelta(minutes=9 - number))
+    backup = catalog_row(target, created_at=NOW - timedelta(minutes=20))
+    Backup.objects.filter(pk=backup.pk).update(
+        finished_at=NOW - timedelta(minutes=19),
+        engine_meta={"pitr_possible": True, "binlog_file": "mysql-bin.000004", "binlog_position": 4})
+    body = api.get("/api/targets/shop/archive/").json()
+    assert [w["newest"] for w in body["windows"]] == ["mysql-bin.000005"]
+    assert "mysql-bin.000006" in json.dumps(body["gaps"])
+    client.force_login(admin_user)
+    page = client.get("/targets/shop/").content.decode()
+    assert "mysql-bin.000006" in page and backup.id in page
+    response = api.post("/api/targets/shop/recover/", {"pitr_target": "latest"}, format="json")
+    assert response.status_code == 400 and "--target-database" in response.json()["error"]
