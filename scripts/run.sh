@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start Covet Backup on this machine: catalog, Redis, first-run set-up, then
-# the web server, an RQ worker and the housekeeper, all stopped by Ctrl-C.
+# the web server, an RQ worker, the housekeeper and one archiver per target
+# with PITR on, all stopped by Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -25,10 +26,20 @@ trap stop INT TERM EXIT
 .venv/bin/gunicorn covet_site.wsgi:application --bind "$BIND" --workers "${COVET_WEB_WORKERS:-2}" \
   --access-logfile - --graceful-timeout 10 &
 pids+=($!)
-$PY manage.py rqworker backups restores verification default &
+# restores-<host>: point-in-time recoveries whose data directory lives on this host.
+$PY manage.py rqworker backups restores verification default "restores-${COVET_HOST:-$(hostname)}" &
 pids+=($!)
 $PY manage.py run_housekeeper &
 pids+=($!)
+# PITR archivers: the WAL shipper of each PostgreSQL target, the binlog archiver of each MySQL/MariaDB one.
+while read -r engine name; do
+  case "$engine" in
+    postgresql) $PY manage.py run_shipper --target "$name" & ;;
+    mysql) $PY manage.py binlog_archive --target "$name" & ;;
+    *) continue ;;
+  esac
+  pids+=($!)
+done < <($PY manage.py pitr_targets)
 
 echo "Covet Backup is running on http://$BIND/ (admin at /admin/, API at /api/). Ctrl-C stops it."
 # Whichever process ends first (or Ctrl-C) stops the others.

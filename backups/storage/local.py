@@ -86,6 +86,8 @@ class LocalStorage(Storage):
             return ObjectInfo(key=key, size=path.stat().st_size)
         except FileNotFoundError as exc:
             raise NotFoundError(f"object {key} is missing from local storage {self.root}") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot look up {key} in local storage {self.root}: {exc.strerror}") from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         found = []
