@@ -30,6 +30,7 @@ class JobTracker:
         self.bytes_expected = bytes_expected
         self.on_progress = on_progress
         self.cancelled = threading.Event()
+        self._count_lock = threading.Lock()  # several threads may count (WAL fetched while a base backup unpacks)
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{row.pk}", daemon=True)
@@ -45,7 +46,8 @@ class JobTracker:
 
     def add(self, nbytes: int) -> None:
         """Count ``nbytes`` more processed; raise CancelledError once a cancel was requested."""
-        self.bytes_done += nbytes
+        with self._count_lock:
+            self.bytes_done += nbytes
         if self.on_progress:
             self.on_progress(self.bytes_done, self.bytes_expected)
         if self.cancelled.is_set():

@@ -20,6 +20,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -36,9 +37,9 @@ from backups.progress import JobTracker
 from backups.shipper import paths as shipper_paths
 from restores.pitr import RecoveryTarget
 
-FETCH_THREADS = 4
+FETCH_THREADS = 2  # measured: more threads do not fetch faster on 2 cores (SHA-256 and AES bound)
 START_TIMEOUT = 120  # seconds for pg_ctl to see the server accept connections
-RECOVERY_POLL = 0.5
+RECOVERY_POLL = 0.2
 SETTINGS_MARK = "# Covet Backup point-in-time recovery"
 
 
@@ -263,11 +264,22 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
     started = False
     with JobTracker(request, expected, on_progress) as tracker:
         try:
-            _fetch_all(store, rows, spool, tracker)
-            data_dir.mkdir(mode=0o700, exist_ok=True)
-            with services.open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
-                members = pg_base.unpack(plain, data_dir)
-                services.finish_reading(checked)
+            # The WAL is fetched while the base backup unpacks (each on its own
+            # core); both end before the server may start, and a missing or
+            # damaged file removes both the spool and the data directory.
+            spool.mkdir(mode=0o700)
+            stop = threading.Event()
+            with ThreadPoolExecutor(1, thread_name_prefix="covet-wal-fetch") as background:
+                fetching = background.submit(_fetch_all, store, rows, spool, tracker, stop)
+                try:
+                    data_dir.mkdir(mode=0o700, exist_ok=True)
+                    with services.open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
+                        members = pg_base.unpack(plain, data_dir)
+                        services.finish_reading(checked)
+                except BaseException:
+                    stop.set()
+                    raise
+                fetching.result()
             _write_settings(data_dir, spool, recovery, destination, user, plan)
             _hand_over(user, data_dir, spool)
             result = {"location": str(data_dir), "spool": str(spool), "base_backup": backup.id,
@@ -277,7 +289,9 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
                                   f"unpacked base backup {backup.id} into {data_dir}"]}
             if destination.get("start"):
                 started = True
-                result.update(_start_and_recover(backup, data_dir, spool, destination, recovery, user))
+                outcome = _start_and_recover(backup, data_dir, spool, destination, recovery, user)
+                result["summary"] += outcome.pop("summary")
+                result.update(outcome)
             else:
                 result["summary"].append(f"recovery settings written; start the server as {user} "
                                          f"(pg_ctl -D {data_dir} start) and it recovers to {recovery.describe()}")
@@ -300,10 +314,11 @@ def _rows(target: DatabaseTarget, plan: dict) -> list[ArchivedLog]:
     return rows
 
 
-def _fetch_all(store: archive.Archive, rows: list[ArchivedLog], spool: Path, tracker: JobTracker) -> None:
-    spool.mkdir(mode=0o700)
-
+def _fetch_all(store: archive.Archive, rows: list[ArchivedLog], spool: Path, tracker: JobTracker,
+               stop: threading.Event) -> None:
     def fetch(row: ArchivedLog) -> int:
+        if stop.is_set():  # the base backup failed: no point fetching the rest
+            return 0
         store.fetch(row, spool / row.name)
         return row.stored_bytes
 
