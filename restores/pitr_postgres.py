@@ -273,15 +273,16 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
                 fetching = background.submit(_fetch_all, store, rows, spool, tracker, stop)
                 try:
                     data_dir.mkdir(mode=0o700, exist_ok=True)
+                    _hand_over(user, data_dir)
                     with services.open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
-                        members = pg_base.unpack(plain, data_dir)
+                        members = pg_base.unpack(plain, data_dir, _as_user(user, []))
                         services.finish_reading(checked)
                 except BaseException:
                     stop.set()
                     raise
                 fetching.result()
             _write_settings(data_dir, spool, recovery, destination, user, plan)
-            _hand_over(user, data_dir, spool)
+            _hand_over(user, data_dir, spool)  # the settings just written, and the spool
             result = {"location": str(data_dir), "spool": str(spool), "base_backup": backup.id,
                       "timeline": plan["timeline"], "segments_fetched": len(plan["segments"]),
                       "files_unpacked": members, "newest_wal": plan["newest_wal"],
@@ -368,10 +369,10 @@ def _write_settings(data_dir: Path, spool: Path, recovery: RecoveryTarget, desti
         (data_dir / leftover).unlink(missing_ok=True)
 
 
-def _hand_over(user: str, data_dir: Path, spool: Path) -> None:
-    """Give the data directory and spool to the server's OS user (when we may), 0700 as PostgreSQL demands."""
+def _hand_over(user: str, *tops: Path) -> None:
+    """Give directories (and what they hold) to the server's OS user (when we may), 0700 as PostgreSQL demands."""
     entry = pwd.getpwnam(user)
-    for top in (data_dir, spool):
+    for top in tops:
         top.chmod(0o700)
         if os.geteuid() != 0 or entry.pw_uid == os.geteuid():
             continue
