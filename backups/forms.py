@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
 
 from backups.models import CIPHER_CHOICES, CODEC_CHOICES, ENGINE_CHOICES, DatabaseTarget, JobStatus
+from restores import pitr
 
 
 class DateOrDateTimeField(forms.Field):
@@ -130,7 +131,5 @@ class RecoverForm(forms.Form):
     def destination(self) -> dict:
         """Return the engine's destination for the cleaned data."""
         data = self.cleaned_data
-        values = {"data_directory": data.get("data_directory"), "port": data.get("port"),
-                  "start": data.get("start") and bool(data.get("data_directory")),
-                  "database": data.get("target_database")}
-        return {key: value for key, value in values.items() if value not in (None, "", False)}
+        return pitr.destination(data.get("data_directory"), start=data.get("start") and bool(data.get("data_directory")),
+                                port=data.get("port"), database=data.get("target_database"))

@@ -11,6 +11,7 @@ from rest_framework import serializers
 from backups import services
 from backups.engines import RestoreOptions
 from backups.models import CIPHER_CHOICES, CODEC_CHOICES, Backup, BackupCopy, DatabaseTarget, Storage
+from restores import pitr
 from restores.models import RestoreRequest
 from verification.models import VerificationRun
 
@@ -192,9 +193,8 @@ class RecoverSerializer(serializers.Serializer):
     def destination(self) -> dict:
         """Return the engine's destination for the validated data."""
         data = self.validated_data
-        values = {"data_directory": data.get("data_directory"), "host": data.get("host"), "start": data["start"],
-                  "port": data.get("port"), "database": data.get("target_database")}
-        return {key: value for key, value in values.items() if value not in (None, "", False)}
+        return pitr.destination(data.get("data_directory"), data.get("host"), data["start"], data.get("port"),
+                                data.get("target_database"))
 
 
 class RestoreAcceptedSerializer(serializers.Serializer):

@@ -94,6 +94,14 @@ def recovery_target(pitr_target: str | None = None, **kwargs) -> RecoveryTarget:
     return RecoveryTarget(**{key: value for key, value in kwargs.items() if value is not None})
 
 
+def destination(data_directory: str | None = None, host: str | None = None, start: bool = False,
+                port: int | None = None, database: str | None = None) -> dict:
+    """Return a recovery's destination with only the values given: a new data directory on a host (PostgreSQL,
+    optionally started on a port) or a new schema (MySQL)."""
+    values = {"data_directory": data_directory, "host": host, "start": start, "port": port, "database": database}
+    return {key: value for key, value in values.items() if value not in (None, "", False)}
+
+
 def engine_module(target: DatabaseTarget):
     """Return the module that carries out PITR for the target's engine."""
     if target.engine not in ENGINE_MODULES:

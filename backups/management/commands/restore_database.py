@@ -7,7 +7,7 @@ from backups import jobs, services
 from backups.engines import RestoreOptions
 from backups.errors import UsageError
 from backups.management.base import CovetCommand, progress_bar
-from restores.pitr import create_pitr_restore, recovery_target
+from restores.pitr import create_pitr_restore, destination, recovery_target
 from restores.services import create_restore, run_restore
 
 
@@ -94,11 +94,10 @@ class Command(CovetCommand):
             opts["pitr_target"], lsn=opts["target_lsn"], xid=opts["target_xid"], name=opts["target_name"],
             stop_position=opts["stop_position"], stop_gtid=opts["stop_gtid"], inclusive=opts["target_inclusive"],
             timeline=opts["target_timeline"], action="pause" if opts["pause"] else "promote")
-        destination = {"data_directory": opts["data_directory"], "start": opts["start"], "port": opts["port"],
-                       "database": opts["target_database"]}
-        destination = {key: value for key, value in destination.items() if value not in (None, "", False)}
-        request = create_pitr_restore(target, recovery, destination, backup, services.cli_source(),
-                                      services.cli_source())
+        request = create_pitr_restore(
+            target, recovery, destination(opts["data_directory"], start=opts["start"], port=opts["port"],
+                                          database=opts["target_database"]),
+            backup, services.cli_source(), services.cli_source())
         if opts["enqueue"]:
             job_id = jobs.enqueue_restore(request)
             self._emit(opts, {"restore_id": request.pk, "job_id": job_id, "status": "pending"},
