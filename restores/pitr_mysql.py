@@ -463,7 +463,7 @@ def run(request: RestoreRequest, recovery, passphrase_file: str | None, key_file
         _refuse_existing(engine, database)
         with services.open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
             restored = engine.restore(EndHook(plain, lambda: services.finish_reading(checked)), database,
-                                      RestoreOptions())
+                                      RestoreOptions(without_binlog=True))
         try:
             _replay(engine, plan, source, database, spool, tracker)
         except BaseException:

@@ -78,6 +78,14 @@ def recover(target, database: str, **stop):
     return run_restore(request.pk)
 
 
+def binlogged(conn, text: str) -> list:
+    """Return the server's binlog events (any file) whose description mentions ``text``."""
+    found = []
+    for row in execute(conn, "SHOW BINARY LOGS"):
+        found += [event for event in execute(conn, "SHOW BINLOG EVENTS IN %s", args=(row[0],)) if text in str(event[-1])]
+    return found
+
+
 def test_recovery_to_just_before_a_destructive_statement_by_time_and_by_position(shop, conn, cli, tmp_path):
     target, schema = shop
     backup = full_backup(target)
@@ -113,6 +121,7 @@ def test_recovery_to_just_before_a_destructive_statement_by_time_and_by_position
         assert data["events_applied"] == 10 and data["transactions_applied"] == 10
         assert data["stopped_before"] == f"{last_good[0]}:{last_good[1]}"
         assert any("one-second resolution" in line for line in data["summary"])
+        assert not binlogged(conn, by_time)  # neither the dump restore nor the replay reach the binlog
 
         by_position = unique("rec_p_")
         done = recover(target, by_position, stop_position=f"{last_good[0]}:{last_good[1]}")

@@ -34,13 +34,17 @@ class RestoreOptions:
     ``clean`` replaces an existing target (the caller has already
     authenticated the whole stream); ``tables`` ("schema.name") restores only
     those tables; ``with_globals`` also restores roles (PostgreSQL) or users
-    and grants (MySQL) from the dump's extras; ``parallel`` restore jobs.
+    and grants (MySQL) from the dump's extras; ``parallel`` restore jobs;
+    ``without_binlog`` (MySQL) writes nothing to the server's binary log, so
+    the restore reaches neither replicas nor the binlog archive (a PITR's dump
+    restore; it needs the SUPER or BINLOG ADMIN privilege).
     """
 
     clean: bool = False
     tables: tuple[str, ...] = ()
     with_globals: bool = False
     parallel: int = 1
+    without_binlog: bool = False
 
 
 @dataclass

@@ -304,12 +304,15 @@ class MysqlEngine(Engine):
         endpoint = self.endpoint()
         conn = self._connect()
         try:
+            if options.without_binlog:
+                with conn.cursor() as cur:
+                    cur.execute("SET SESSION sql_log_bin = 0")
             created, undo = self._prepare_schema(conn, target, options.clean, bool(options.tables))
             if options.tables:
                 stream = TableFilter(stream, options.tables)
             try:
                 with private_dir(self.tmp_dir, "covet-mysql-") as directory:
-                    size = self._pipe_into_client(client, directory, target, stream)
+                    size = self._pipe_into_client(client, directory, target, stream, options.without_binlog)
                 grants = mysql_grants.apply(conn, extras["grants.sql"], target) if options.with_globals else None
             except BaseException:
                 if undo is not False:
@@ -559,11 +562,14 @@ class MysqlEngine(Engine):
             finally:
                 conn.close()
 
-    def _pipe_into_client(self, client: str, directory: Path, target: str, stream: BinaryIO) -> int:
+    def _pipe_into_client(self, client: str, directory: Path, target: str, stream: BinaryIO,
+                          without_binlog: bool = False) -> int:
         defaults = self._defaults_file(directory)
         stderr_path = directory / "client.stderr"
         args = [client, f"--defaults-extra-file={defaults}", "--binary-mode", "--batch", "--no-auto-rehash",
                 "--default-character-set=utf8mb4", f"--database={target}"]
+        if without_binlog:
+            args.append("--init-command=SET SESSION sql_log_bin=0")
         size = 0
         with open(stderr_path, "wb") as stderr:
             try:
