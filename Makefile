@@ -26,6 +26,9 @@ test: venv
 bench: venv
 	$(PY) bench/pipeline.py
 	$(PY) bench/engines.py
+	$(PY) bench/wal_push.py
+	$(PY) bench/pitr.py
+	$(PY) bench/binlog_replay.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
