@@ -17,6 +17,7 @@ Order matters, so that a restore that cannot succeed touches nothing:
 
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -39,7 +40,8 @@ from restores.pitr import RecoveryTarget
 
 FETCH_THREADS = 2  # measured: more threads do not fetch faster on 2 cores (SHA-256 and AES bound)
 START_TIMEOUT = 120  # seconds for pg_ctl to see the server accept connections
-RECOVERY_POLL = 0.2
+RECOVERY_POLL = 0.1
+READY_FOR_WRITES = re.compile(r"database system is ready to accept connections")  # not "read-only connections"
 SETTINGS_MARK = "# Covet Backup point-in-time recovery"
 
 
@@ -415,9 +417,17 @@ def _start_and_recover(backup: Backup, data_dir: Path, spool: Path, destination:
                         f"(log: {log_path}; data directory {data_dir} kept for inspection)")
     outcome = _await_target(str(_pg_bin(backup) / "pg_controldata"), user, log_path, recovery, data_dir)
     if recovery.action == "promote":
-        shutil.rmtree(spool, ignore_errors=True)
+        _remove_in_background(spool)
     return {"port": destination["port"], "server_log": str(log_path), **outcome,
             "summary": [f"server started on port {destination['port']} (log {log_path})", outcome["state_text"]]}
+
+
+def _remove_in_background(spool: Path) -> None:
+    """Remove the spool (a gigabyte of WAL takes a while) without making the operator wait for it."""
+    doomed = spool.with_name(spool.name + ".removing")
+    spool.rename(doomed)
+    subprocess.Popen(["rm", "-rf", "--", str(doomed)], start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _log_reason(log_path: Path) -> str:
@@ -438,9 +448,13 @@ def _await_target(pg_controldata: str, user: str, log_path: Path, recovery: Reco
             return {"state": "paused", "stopped": stop,
                     "state_text": f"paused at {recovery.describe()} ({stop or 'end of WAL'}); inspect, then "
                                   "SELECT pg_wal_replay_resume() to promote"}
-        control = subprocess.run(_as_user(user, [pg_controldata, "-D", str(data_dir)]), capture_output=True,
-                                 text=True, timeout=60, env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")})
-        facts = dict(line.split(":", 1) for line in control.stdout.splitlines() if ":" in line)
+        # The log says when the server opened for writes (after promotion);
+        # pg_controldata then confirms it and names the new timeline.
+        facts = {}
+        if READY_FOR_WRITES.search(log_text):
+            control = subprocess.run(_as_user(user, [pg_controldata, "-D", str(data_dir)]), capture_output=True,
+                                     text=True, timeout=60, env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")})
+            facts = dict(line.split(":", 1) for line in control.stdout.splitlines() if ":" in line)
         if facts.get("Database cluster state", "").strip() == "in production":
             timeline = int(facts.get("Latest checkpoint's TimeLineID", "0").strip() or 0)
             return {"state": "promoted", "timeline_after": timeline, "stopped": stop,
