@@ -304,7 +304,17 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
                 shutil.rmtree(spool, ignore_errors=True)
                 if created_dir:
                     shutil.rmtree(data_dir, ignore_errors=True)
+                else:  # it was given empty: leave it empty
+                    _empty(data_dir)
             raise
+
+
+def _empty(directory: Path) -> None:
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _rows(target: DatabaseTarget, plan: dict) -> list[ArchivedLog]:

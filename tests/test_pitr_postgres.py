@@ -158,3 +158,15 @@ def test_history_is_readable_and_timeline_path_is_planned(recovered, servers):
     request = create_pitr_restore(target, recovery_target("latest", timeline="1"),
                                   {"data_directory": str(reachable_dir(servers) / "r")})
     assert request.pitr["plan"]["timeline"] == 1
+
+
+def test_an_empty_data_directory_given_stays_empty_when_recovery_fails(recovered, servers, backup_dir):
+    target = recovered["target"]
+    data_dir = reachable_dir(servers) / "recovered"
+    data_dir.mkdir()
+    request = create_pitr_restore(target, recovery_target("latest"), {"data_directory": str(data_dir)})
+    victim = ArchivedLog.objects.get(target=target, name=request.pitr["plan"]["segments"][-1])
+    (backup_dir / victim.storage_key).unlink()
+    with pytest.raises(DamagedError, match=victim.name):
+        run_restore(request.pk)
+    assert data_dir.is_dir() and list(data_dir.iterdir()) == []
