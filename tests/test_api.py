@@ -356,7 +356,7 @@ def test_a_restore_request_carries_its_options(api, target, clean_queues, tmp_pa
                         format="json")
     assert response.status_code == 202, response.json()
     options = response.json()["restore"]["options"]
-    assert options == {"clean": True, "tables": [], "with_globals": False, "parallel": 2}
+    assert options == {"clean": True, "tables": [], "with_globals": False, "parallel": 2, "without_binlog": False}
     response = api.post(f"/api/backups/{backup.id}/restore/", {"target_database": "x", "parallel": 0},
                         format="json")
     assert response.status_code == 400
