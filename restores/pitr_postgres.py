@@ -271,6 +271,7 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
             # damaged file removes both the spool and the data directory.
             spool.mkdir(mode=0o700)
             stop = threading.Event()
+            began = time.monotonic()
             with ThreadPoolExecutor(1, thread_name_prefix="covet-wal-fetch") as background:
                 fetching = background.submit(_fetch_all, store, rows, spool, tracker, stop)
                 try:
@@ -279,17 +280,19 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
                     with services.open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
                         members = pg_base.unpack(plain, data_dir, _as_user(user, []))
                         services.finish_reading(checked)
+                    unpacked = time.monotonic() - began
                 except BaseException:
                     stop.set()
                     raise
-                fetching.result()
+                fetched = fetching.result() - began
             _write_settings(data_dir, spool, recovery, destination, user, plan)
             _hand_over(user, data_dir, spool)  # the settings just written, and the spool
             result = {"location": str(data_dir), "spool": str(spool), "base_backup": backup.id,
                       "timeline": plan["timeline"], "segments_fetched": len(plan["segments"]),
                       "files_unpacked": members, "newest_wal": plan["newest_wal"],
-                      "summary": [f"fetched {len(rows)} WAL file(s) into {spool} (authenticated)",
-                                  f"unpacked base backup {backup.id} into {data_dir}"]}
+                      "seconds": {"fetch": round(fetched, 2), "unpack": round(unpacked, 2)},
+                      "summary": [f"fetched {len(rows)} WAL file(s) into {spool} (authenticated) in {fetched:.1f} s",
+                                  f"unpacked base backup {backup.id} into {data_dir} in {unpacked:.1f} s"]}
             if destination.get("start"):
                 started = True
                 outcome = _start_and_recover(backup, data_dir, spool, destination, recovery, user)
@@ -328,7 +331,9 @@ def _rows(target: DatabaseTarget, plan: dict) -> list[ArchivedLog]:
 
 
 def _fetch_all(store: archive.Archive, rows: list[ArchivedLog], spool: Path, tracker: JobTracker,
-               stop: threading.Event) -> None:
+               stop: threading.Event) -> float:
+    """Fetch every row into the spool; return the monotonic time it ended."""
+
     def fetch(row: ArchivedLog) -> int:
         if stop.is_set():  # the base backup failed: no point fetching the rest
             return 0
@@ -338,6 +343,7 @@ def _fetch_all(store: archive.Archive, rows: list[ArchivedLog], spool: Path, tra
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         for stored in pool.map(fetch, rows):
             tracker.add(stored)
+    return time.monotonic()
 
 
 def _conf_value(value) -> str:
