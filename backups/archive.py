@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from backups import keys
 from backups.errors import CovetError, DamagedError, NotFoundError, UsageError
@@ -162,18 +163,20 @@ class Archive:
         if (row is None or row.partial) and not fields.get("partial") and self._stored_without_row(key):
             # Stored before (the catalog was lost, or a crash came between
             # the upload and the row): keep that object, adopt it if equal.
-            plain = self._plaintext_sha256(key)
+            stored_sha256, plain, size = self._digests(key)
             self._check_same(name, plain, _sha256_of(stream))
-            adopted = self._record(name, timeline, key, plain, self.backend.stat(key).size, None, row=row, **fields)
+            adopted = self._record(name, timeline, key, sha256=stored_sha256, plaintext_sha256=plain, size=size,
+                                   stored_bytes=self.backend.stat(key).size, row=row, **fields)
             self._remove_replaced(replaced)
             return adopted, False
-        hashed = _HashingReader(stream)
-        encoded = EncodingStream(hashed, self._header(name), self.data_key)
+        plain_digest = hashlib.sha256()
+        encoded = EncodingStream(_Tee(stream, plain_digest), self._header(name), self.data_key)
         try:
             info = self.backend.put(key, encoded, size_hint=size_hint)
         finally:
             encoded.close()
-        stored = self._record(name, timeline, key, hashed.hexdigest(), info.size, encoded, row=row, **fields)
+        stored = self._record(name, timeline, key, sha256=encoded.sha256, plaintext_sha256=plain_digest.hexdigest(),
+                              size=encoded.source_bytes, stored_bytes=info.size, row=row, **fields)
         self._remove_replaced(replaced)
         return stored, True
 
@@ -190,17 +193,19 @@ class Archive:
     def adopt(self, name: str, timeline: int | None, key: str, **fields) -> ArchivedLog:
         """Record a row for an object found in storage without one (rebuild_catalog): read it whole,
         authenticated, for its stored and plaintext SHA-256 and size."""
+        stored_sha256, plain, size = self._digests(key)
+        return self._record(name, timeline, key, sha256=stored_sha256, plaintext_sha256=plain, size=size,
+                            stored_bytes=self.backend.stat(key).size, **fields)
+
+    def _digests(self, key: str) -> tuple[str, str, int]:
+        """Read a stored object once, authenticated: its stored SHA-256, plaintext SHA-256 and plaintext size."""
         stored, plain, size = hashlib.sha256(), hashlib.sha256(), 0
         with self.backend.get(key) as raw:
             decoded = DecodingStream(_Tee(raw, stored), self._key_lookup)
             while chunk := decoded.read(COPY_BUFFER):
                 plain.update(chunk)
                 size += len(chunk)
-        with self._catalog_lock:
-            return ArchivedLog.objects.create(
-                target=self.target, kind=self.kind, name=name, timeline=timeline, storage=self.storage,
-                storage_key=key, size=size, stored_bytes=self.backend.stat(key).size, sha256=stored.hexdigest(),
-                plaintext_sha256=plain.hexdigest(), key_id=self.key_id, **fields)
+        return stored.hexdigest(), plain.hexdigest(), size
 
     def _stored_without_row(self, key: str) -> bool:
         try:
@@ -216,11 +221,10 @@ class Archive:
                 f"(SHA-256 {archived[:12]}… archived, {offered[:12]}… offered); it is never overwritten. "
                 "Two servers may be archiving into one target: give each its own target")
 
-    def _record(self, name, timeline, key, plaintext_sha256, stored_bytes, encoded, row=None, **fields):
-        values = dict(storage=self.storage, storage_key=key, stored_bytes=stored_bytes,
-                      plaintext_sha256=plaintext_sha256, key_id=self.key_id, archived_at=timezone.now(),
-                      sha256=encoded.sha256 if encoded else self._stored_sha256(key),
-                      size=encoded.source_bytes if encoded else fields.pop("size", 0), **fields)
+    def _record(self, name, timeline, key, *, sha256, plaintext_sha256, size, stored_bytes, row=None, **fields):
+        values = dict(storage=self.storage, storage_key=key, stored_bytes=stored_bytes, sha256=sha256,
+                      plaintext_sha256=plaintext_sha256, size=size, key_id=self.key_id, archived_at=timezone.now(),
+                      **fields)
         with self._catalog_lock:
             if row is not None:
                 for field, value in values.items():
@@ -233,21 +237,6 @@ class Archive:
                                                       timeline=timeline, **values)
             except IntegrityError:  # another process recorded it first
                 return self.existing(name, timeline)
-
-    def _stored_sha256(self, key: str) -> str:
-        digest = hashlib.sha256()
-        with self.backend.get(key) as stream:
-            while chunk := stream.read(COPY_BUFFER):
-                digest.update(chunk)
-        return digest.hexdigest()
-
-    def _plaintext_sha256(self, key: str) -> str:
-        digest = hashlib.sha256()
-        with self.backend.get(key) as raw:
-            plain = DecodingStream(raw, self._key_lookup)
-            while chunk := plain.read(COPY_BUFFER):
-                digest.update(chunk)
-        return digest.hexdigest()
 
     def open(self, row: ArchivedLog) -> "_CheckedPlaintext":
         """Return a reader of an archived file's plaintext; at its end the stored SHA-256 has been checked."""
@@ -279,20 +268,6 @@ class Archive:
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-
-
-class _HashingReader:
-    def __init__(self, stream: BinaryIO):
-        self.stream = stream
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        self.digest.update(data)
-        return data
-
-    def hexdigest(self) -> str:
-        return self.digest.hexdigest()
 
 
 class _CheckedPlaintext:
@@ -330,6 +305,8 @@ class _CheckedPlaintext:
 
 
 class _Tee:
+    """A reader that feeds every byte it passes on into ``digest``."""
+
     def __init__(self, stream: BinaryIO, digest):
         self.stream = stream
         self.digest = digest
@@ -407,7 +384,7 @@ def wal_window(target: DatabaseTarget) -> list[dict]:
         if run is None:
             continue
         newest = pg_wal.segment_name(timeline, run[1])
-        start, end = _parse_time(meta.get("stop_time")) or base.finished_at, times.get(newest)
+        start, end = parse_datetime(meta.get("stop_time") or "") or base.finished_at, times.get(newest)
         if windows and start <= windows[-1]["to"]:
             if end > windows[-1]["to"]:
                 windows[-1].update(to=end, newest=newest)
@@ -415,12 +392,6 @@ def wal_window(target: DatabaseTarget) -> list[dict]:
         windows.append({"from": start, "to": end, "backup": base.id, "timeline": timeline,
                         "newest": newest})
     return windows
-
-
-def _parse_time(text: str | None):
-    from django.utils.dateparse import parse_datetime
-
-    return parse_datetime(text) if text else None
 
 
 def archive_summary(target: DatabaseTarget) -> dict:

@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
+from django.utils.dateparse import parse_datetime
 
 from backups import archive, services
 from backups.engines import pg_base, pg_wal
@@ -63,7 +64,7 @@ def _base_backups(target: DatabaseTarget):
 
 
 def _stop_time(backup: Backup) -> datetime:
-    return archive._parse_time(backup.engine_meta.get("stop_time")) or backup.finished_at
+    return parse_datetime(backup.engine_meta.get("stop_time") or "") or backup.finished_at
 
 
 def choose_backup(target: DatabaseTarget, recovery: RecoveryTarget) -> Backup:
@@ -105,9 +106,9 @@ def check(backup: Backup, recovery: RecoveryTarget, destination: dict) -> dict:
         raise UsageError(f"backup {backup.id} is a logical dump; point-in-time recovery of PostgreSQL starts "
                          "from a base backup (backup_database --type base)")
     target = backup.target
-    if not backup.usable and archive.missing_base_wal(backup):
-        raise WalGapError(f"base backup {backup.id} is not usable yet: the archive lacks "
-                          f"{', '.join(archive.missing_base_wal(backup))}")
+    missing = [] if backup.usable else archive.missing_base_wal(backup)
+    if missing:
+        raise WalGapError(f"base backup {backup.id} is not usable yet: the archive lacks {', '.join(missing)}")
     _check_destination(destination, target)
     if recovery.time and recovery.time < _stop_time(backup):
         raise OutsideWindowError(f"{recovery.describe()} is before base backup {backup.id} ends "
