@@ -226,18 +226,23 @@ def make_pgbench(db: Database, args, work: Path) -> None:
         conn.execute("CHECKPOINT")
 
 
+def load_pg_realistic(conn, files: dict) -> None:
+    """Create the realistic tables over ``conn`` and COPY in the rows of ``files`` (from tsv_files), indexed."""
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.execute(realistic.POSTGRES_DDL)
+    for table in realistic.TABLES:
+        path, _rows = files[table]
+        with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as copy, open(path, "rb") as rows:
+            while data := rows.read(MiB):
+                copy.write(data)
+    conn.execute(realistic.POSTGRES_INDEXES)
+
+
 def make_pg_realistic(db: Database, args, work: Path) -> None:
     files = tsv_files(work, args.realistic_scale)
     pg_create(db.name)
     with pg_connect(db.name) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        conn.execute(realistic.POSTGRES_DDL)
-        for table in realistic.TABLES:
-            path, _rows = files[table]
-            with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as copy, open(path, "rb") as rows:
-                while data := rows.read(MiB):
-                    copy.write(data)
-        conn.execute(realistic.POSTGRES_INDEXES)
+        load_pg_realistic(conn, files)
         conn.execute("VACUUM (FREEZE, ANALYZE)")
         conn.execute("CHECKPOINT")
 

@@ -75,7 +75,7 @@ sys.path.insert(0, str(REPO))
 
 import engines  # noqa: E402
 import realistic  # noqa: E402
-from engines import MiB, Run, measure, tsv_files  # noqa: E402
+from engines import MiB, Run, load_pg_realistic, measure, tsv_files  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from tests.pg_fixtures import PG_BIN, PrivateCluster, _alive, connect, free_port  # noqa: E402
@@ -173,14 +173,7 @@ def load_realistic(cluster: PrivateCluster, work: Path, scale: float) -> None:
     with connect("postgres", cluster.server) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
     with connect(DB, cluster.server) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        conn.execute(realistic.POSTGRES_DDL)
-        for table in realistic.TABLES:
-            path, _rows = files[table]
-            with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as copy, open(path, "rb") as rows:
-                while data := rows.read(MiB):
-                    copy.write(data)
-        conn.execute(realistic.POSTGRES_INDEXES)
+        load_pg_realistic(conn, files)
         conn.execute("CREATE TABLE order_events (id bigserial PRIMARY KEY, order_id bigint NOT NULL, "
                      "customer_id integer NOT NULL, at timestamptz NOT NULL DEFAULT now(), kind text, note text)")
         conn.execute("VACUUM (FREEZE, ANALYZE)")
