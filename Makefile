@@ -24,6 +24,7 @@ test: venv
 	$(PY) -m pytest
 
 bench: venv
+	scripts/ensure_pgbackrest.sh
 	$(PY) bench/pipeline.py
 	$(PY) bench/engines.py
 	$(PY) bench/wal_push.py
