@@ -519,15 +519,18 @@ def test_non_transactional_and_very_large_tables_are_labelled_not_exact(root, sc
     execute(root, f"CREATE TABLE {q(source)}.plain (id INT) ENGINE=MyISAM",
             f"INSERT INTO {q(source)}.plain VALUES (1), (2), (3)",
             f"CREATE TABLE {q(source)}.big (id INT) ENGINE=InnoDB",
-            f"INSERT INTO {q(source)}.big SELECT seq FROM {q(source)}.seq_1_to_100", f"ANALYZE TABLE {q(source)}.big")
-    monkeypatch.setattr(mysql_engine, "EXACT_COUNT_MAX_ROWS", 10)
+            f"INSERT INTO {q(source)}.big SELECT seq FROM {q(source)}.seq_1_to_20000", f"ANALYZE TABLE {q(source)}.big",
+            f"CREATE TABLE {q(source)}.small (id INT) ENGINE=InnoDB", f"INSERT INTO {q(source)}.small VALUES (1), (2)")
+    monkeypatch.setattr(mysql_engine, "ROW_COUNT_EXACT_LIMIT", 64 * 1024)  # "small" has one 16 KiB page
     engine = MysqlEngine(ConnectionParams(user="root"), str(tmp_path))
     with engine.dump(source) as dump:
         while dump.stream.read(65536):
             pass
     tables = dump.manifest["tables"]
     assert tables["plain"]["rows"] == 3 and tables["plain"]["exact"] is False and "MyISAM" in tables["plain"]["note"]
-    assert tables["big"]["exact"] is False and "estimate" in tables["big"]["note"]
+    assert tables["big"]["exact"] is False and "estimate: table data above" in tables["big"]["note"]
+    assert tables["small"] == {"rows": 2, "exact": True}
+    assert dump.meta["row_count_threshold"] == 64 * 1024
     assert dump.manifest["consistent"] is True
 
 

@@ -9,6 +9,13 @@ from typing import BinaryIO, ContextManager
 
 from backups.errors import UsageError
 
+# Tables whose data is below this size are counted exactly for the row-count
+# manifest (COUNT(*) in the dump's snapshot, while the dump runs); larger ones
+# carry the server's estimate, marked "exact": false and never compared. The
+# counting scans compete with the dump for the same disks and cores: 64 MiB
+# scans in well under a second from cache.
+ROW_COUNT_EXACT_LIMIT = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ConnectionParams:

@@ -28,7 +28,8 @@ import pymysql
 
 from backups.engines import mysql_grants
 from backups.engines.mysql_dumpfile import TableFilter
-from backups.engines.base import Dump, DumpOptions, Engine, RestoreOptions, RestoreResult
+from backups.engines.base import (ROW_COUNT_EXACT_LIMIT, Dump, DumpOptions, Engine, RestoreOptions,
+                                  RestoreResult)
 from backups.engines.tools import STDERR_TAIL, EndHook, ToolStream, private_dir, read_password, tool_env, \
     write_secret_file
 from backups.errors import NotFoundError, ToolError, UsageError
@@ -39,10 +40,6 @@ CLIENT_TOOLS = ("mariadb", "mysql")
 SOCKET_PATHS = ("/run/mysqld/mysqld.sock", "/var/run/mysqld/mysqld.sock", "/var/lib/mysql/mysql.sock",
                 "/tmp/mysql.sock")
 DEFAULT_PORT = 3306
-# Tables whose estimated row count (information_schema.TABLES.TABLE_ROWS) is
-# above this are not counted with COUNT(*) but listed with the estimate and
-# "exact": false: counting 5 million InnoDB rows takes about a second here.
-EXACT_COUNT_MAX_ROWS = 5_000_000
 # Engines whose reads join the consistent snapshot; others are counted but
 # labelled approximate, because the dump reads them later without a snapshot.
 SNAPSHOT_ENGINES = {"InnoDB"}
@@ -151,7 +148,8 @@ class _DumpToolStream(ToolStream):
 class _Counter(threading.Thread):
     """Count rows on the snapshot connection while the dump streams; fill ``manifest`` in place."""
 
-    def __init__(self, conn, database: str, tables: list[tuple[str, str | None, int | None]], manifest: dict):
+    def __init__(self, conn, database: str, tables: list[tuple[str, str | None, int | None, int | None]],
+                 manifest: dict):
         super().__init__(name="mysql-row-counts", daemon=True)
         self.conn = conn
         self.database = database
@@ -163,16 +161,17 @@ class _Counter(threading.Thread):
         try:
             counts = {}
             with self.conn.cursor() as cur:
-                for name, engine, estimate in self.tables:
-                    counts[name] = self._count(cur, name, engine, estimate)
+                for name, engine, estimate, size in self.tables:
+                    counts[name] = self._count(cur, name, engine, estimate, size)
                 cur.execute("COMMIT")
             self.manifest["tables"] = counts
         except BaseException as exc:  # reported at the end of the stream
             self.error = exc
 
-    def _count(self, cur, name: str, engine: str | None, estimate: int | None) -> dict:
-        if estimate is not None and estimate > EXACT_COUNT_MAX_ROWS:
-            return {"rows": estimate, "exact": False, "note": f"estimate: above {EXACT_COUNT_MAX_ROWS} rows"}
+    def _count(self, cur, name: str, engine: str | None, estimate: int | None, size: int | None) -> dict:
+        if size is not None and size >= ROW_COUNT_EXACT_LIMIT:
+            return {"rows": estimate or 0, "exact": False,
+                    "note": f"estimate: table data above {ROW_COUNT_EXACT_LIMIT >> 20} MiB"}
         table = f"{mysql_grants.quote_identifier(self.database)}.{mysql_grants.quote_identifier(name)}"
         try:
             cur.execute(f"SELECT COUNT(*) FROM {table}")
@@ -277,7 +276,8 @@ class MysqlEngine(Engine):
             control = self._connect()
             stack.callback(control.close)
             meta = self._server_meta(control)
-            meta.update(dump_tool=Path(tool).name, dump_tool_version=_tool_version(tool))
+            meta.update(dump_tool=Path(tool).name, dump_tool_version=_tool_version(tool),
+                        row_count_threshold=ROW_COUNT_EXACT_LIMIT)
             extras = self._grants(control, database, meta)
             self._warn_about_self_references(control, database, meta)
             tables = self._tables(control, database)
@@ -330,7 +330,7 @@ class MysqlEngine(Engine):
         try:
             counts = {}
             with conn.cursor() as cur:
-                for name, _engine, _estimate in self._tables(conn, database):
+                for name, _engine, _estimate, _size in self._tables(conn, database):
                     if tables and name not in tables:
                         continue
                     cur.execute(f"SELECT COUNT(*) FROM {mysql_grants.quote_identifier(database)}."
@@ -397,12 +397,13 @@ class MysqlEngine(Engine):
                                 "another name they still refer to the original database"]
 
     @staticmethod
-    def _tables(conn, database: str) -> list[tuple[str, str | None, int | None]]:
+    def _tables(conn, database: str) -> list[tuple[str, str | None, int | None, int | None]]:
+        """Return (name, engine, estimated rows, data bytes) of each table of ``database``."""
         with conn.cursor() as cur:
-            cur.execute("SELECT TABLE_NAME, ENGINE, TABLE_ROWS FROM information_schema.TABLES "
+            cur.execute("SELECT TABLE_NAME, ENGINE, TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES "
                         "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') "
                         "ORDER BY TABLE_NAME", (database,))
-            return [(name, engine, rows) for name, engine, rows in cur.fetchall()]
+            return [tuple(row) for row in cur.fetchall()]
 
     def _start_dump_consistently(self, tool: str, defaults: Path, directory: Path, database: str, control,
                                  snapshot, meta: dict, manifest: dict) -> _DumpToolStream:

@@ -39,7 +39,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from backups.engines import pg_base, pg_toc
-from backups.engines.base import Dump, DumpOptions, Engine, RestoreOptions, RestoreResult
+from backups.engines.base import (ROW_COUNT_EXACT_LIMIT, Dump, DumpOptions, Engine, RestoreOptions,
+                                  RestoreResult)
 from backups.engines.tools import (EndHook, ToolStream, private_dir, read_password, run_tool, stderr_tail, tool_env,
                                    write_secret_file)
 from backups.errors import CovetError, DamagedError, NotFoundError, ToolError, UsageError
@@ -53,10 +54,6 @@ PG_LIB_DIR = Path("/usr/lib/postgresql")
 TOOL_SEARCH_PATH: str | None = None
 TOOLS = ("pg_dump", "pg_restore", "pg_dumpall", "psql")
 
-# Tables whose main fork is below this size are counted exactly (count(*) in the
-# dump's snapshot); larger ones get the planner's estimate (reltuples), marked
-# "exact": false. 64 MiB takes well under a second to scan from cache.
-ROW_COUNT_EXACT_LIMIT = 64 * 1024 * 1024
 MAINTENANCE_DATABASES = ("postgres", "template1")
 CONNECT_TIMEOUT = 10  # seconds, for psycopg and every tool
 COPY_BUFFER = 1024 * 1024
