@@ -199,13 +199,13 @@ class Archive:
 
     def _digests(self, key: str) -> tuple[str, str, int]:
         """Read a stored object once, authenticated: its stored SHA-256, plaintext SHA-256 and plaintext size."""
-        stored, plain, size = hashlib.sha256(), hashlib.sha256(), 0
+        plain, size = hashlib.sha256(), 0
         with self.backend.get(key) as raw:
-            decoded = DecodingStream(_Tee(raw, stored), self._key_lookup)
+            decoded = DecodingStream(raw, self._key_lookup)
             while chunk := decoded.read(COPY_BUFFER):
                 plain.update(chunk)
                 size += len(chunk)
-        return stored.hexdigest(), plain.hexdigest(), size
+        return decoded.sha256, plain.hexdigest(), size
 
     def _stored_without_row(self, key: str) -> bool:
         try:
@@ -238,14 +238,13 @@ class Archive:
             except IntegrityError:  # another process recorded it first
                 return self.existing(name, timeline)
 
-    def open(self, row: ArchivedLog) -> "_CheckedPlaintext":
-        """Return a reader of an archived file's plaintext; at its end the stored SHA-256 has been checked."""
-        try:
-            raw = self.backend.get(row.storage_key)
-        except NotFoundError:
-            raise DamagedError(f"{row.name} is in the catalog but missing from storage {self.storage.name} "
-                               f"({row.storage_key})") from None
-        return _CheckedPlaintext(raw, row, self._key_lookup)
+    def open(self, row: ArchivedLog, stored: BinaryIO | None = None) -> "_CheckedPlaintext":
+        """Return a reader of an archived file's plaintext; at its end both SHA-256 sums have been checked.
+
+        ``stored`` reads the stored object from elsewhere (a staged copy, see
+        ``stage``) instead of the storage.
+        """
+        return _CheckedPlaintext(self.open_stored(row) if stored is None else stored, row, self._key_lookup)
 
     def fetch(self, row: ArchivedLog, destination: Path) -> None:
         """Write an archived file's plaintext to ``destination`` (atomically), authenticated and checksummed.
@@ -253,9 +252,44 @@ class Archive:
         Raise DamagedError naming the file when it is missing, altered or
         does not decrypt; nothing is left at ``destination`` then.
         """
+        self._decode_to(row, None, destination)
+
+    def stage(self, row: ArchivedLog, destination: Path) -> None:
+        """Copy an archived file's stored object to ``destination`` and check its stored SHA-256.
+
+        Cheaper than ``fetch`` (no decryption or decompression) yet it finds
+        a missing, truncated or altered object; ``decode_staged`` finishes
+        the job later. Raise DamagedError naming the file; nothing is left at
+        ``destination`` then.
+        """
+        digest = hashlib.sha256()
+        try:
+            with self.open_stored(row) as raw, open(destination, "wb") as out:
+                while chunk := raw.read(COPY_BUFFER):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if row.sha256 and digest.hexdigest() != row.sha256:
+                raise _altered(row)
+        except BaseException:
+            destination.unlink(missing_ok=True)
+            raise
+
+    def open_stored(self, row: ArchivedLog) -> BinaryIO:
+        """Return a reader of an archived file's stored object; DamagedError naming it when storage lacks it."""
+        try:
+            return self.backend.get(row.storage_key)
+        except NotFoundError:
+            raise DamagedError(f"{row.name} is in the catalog but missing from storage {self.storage.name} "
+                               f"({row.storage_key})") from None
+
+    def decode_staged(self, row: ArchivedLog, staged: Path, destination: Path) -> None:
+        """Write the plaintext of a copy made by ``stage`` to ``destination`` (atomically), authenticated."""
+        self._decode_to(row, staged, destination)
+
+    def _decode_to(self, row: ArchivedLog, staged: Path | None, destination: Path) -> None:
         partial = destination.with_name(destination.name + ".fetching")
         try:
-            with self.open(row) as plain, open(partial, "wb") as out:
+            with self.open(row, open(staged, "rb") if staged else None) as plain, open(partial, "wb") as out:
                 while chunk := plain.read(COPY_BUFFER):
                     out.write(chunk)
                 plain.finish()
@@ -276,10 +310,8 @@ class _CheckedPlaintext:
     def __init__(self, raw: BinaryIO, row: ArchivedLog, key_lookup):
         self.raw = raw
         self.row = row
-        self.stored = hashlib.sha256()
         self.plain_digest = hashlib.sha256()
-        self.tee = _Tee(raw, self.stored)
-        self.decoded = DecodingStream(self.tee, key_lookup)
+        self.decoded = DecodingStream(raw, key_lookup)
 
     def read(self, size: int = -1) -> bytes:
         data = self.decoded.read(size)
@@ -287,13 +319,11 @@ class _CheckedPlaintext:
         return data
 
     def finish(self) -> None:
-        while self.decoded.read(COPY_BUFFER):
+        # The decoder hashes every stored byte and refuses any after the final frame.
+        while self.read(COPY_BUFFER):
             pass
-        while self.tee.read(COPY_BUFFER):
-            pass
-        if self.row.sha256 and self.stored.hexdigest() != self.row.sha256:
-            raise DamagedError(f"archived {self.row.name}: the stored object's SHA-256 differs from the catalog's; "
-                               "it was altered or replaced")
+        if self.row.sha256 and self.decoded.sha256 != self.row.sha256:
+            raise _altered(self.row)
         if self.row.plaintext_sha256 and self.plain_digest.hexdigest() != self.row.plaintext_sha256:
             raise DamagedError(f"archived {self.row.name}: its content differs from what was archived")
 
@@ -302,6 +332,11 @@ class _CheckedPlaintext:
 
     def __exit__(self, *exc_info) -> None:
         self.raw.close()
+
+
+def _altered(row: ArchivedLog) -> DamagedError:
+    return DamagedError(f"archived {row.name}: the stored object's SHA-256 differs from the catalog's; "
+                        "it was altered or replaced")
 
 
 class _Tee:

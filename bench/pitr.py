@@ -35,8 +35,9 @@ process), ``--rounds`` pairs, order alternating (ours first in rounds 1, 3, ...)
 3. recovery of the newest base backup plus all that WAL, each into a new
    data directory, end to end until the server has promoted:
    ``manage.py restore_database --target bench --pitr-target latest
-   --data-directory DIR --start --port P`` (fetch + authenticate + decrypt all
-   WAL into a spool, unpack, start, wait) versus ``pgbackrest restore
+   --data-directory DIR --start --port P`` (stage the stored WAL into a
+   spool, checking its SHA-256, while the base backup unpacks; start; decode
+   the WAL while the server replays; wait) versus ``pgbackrest restore
    --type=default --archive-mode=off`` + ``pg_ctl start`` + polling
    ``pg_is_in_recovery()`` every 0.1 s until it is false (its restore_command,
    archive-get, fetches one segment at a time while the server replays).
@@ -342,7 +343,7 @@ def ours_recover(site: Site, parent: Path, name: str, work: Path) -> dict:
     port = free_port()
     argv = [sys.executable, str(REPO / "manage.py"), "restore_database", "--target", TARGET, "--pitr-target",
             "latest", "--data-directory", str(data_dir), "--start", "--port", str(port), "--output-format", "json"]
-    watch = Watch({"fetch": parent / f".{name}.covet-wal", "unpack": data_dir, "start": parent / f"{name}.log"})
+    watch = Watch({"spool": parent / f".{name}.covet-wal", "unpack": data_dir, "start": parent / f"{name}.log"})
     t0 = time.time()
     with watch:
         result = measure(argv, site.env, work)
@@ -517,16 +518,16 @@ def phases(marks: dict, ours: bool) -> list[tuple[str, float | None]]:
         return marks[b] - marks[a] if a in marks and b in marks else None
 
     if ours:
-        steps = [("manage.py start-up, checks", "begin", "fetch"), ("fetch WAL into spool", "fetch", "unpack"),
-                 ("unpack base backup", "unpack", "start")]
+        steps = [("manage.py start-up, checks", "begin", "spool"), ("spool, then data directory made", "spool", "unpack"),
+                 ("unpack base backup | stage WAL", "unpack", "start")]
     else:
         steps = [("process start", "begin", "restore_begin"), ("pgbackrest restore", "restore_begin", "restored")]
     after = "start" if ours else "restored"
     steps += [("server start to redo start", after, "redo_start"), ("replay (redo)", "redo_start", "redo_done"),
               ("end of recovery, promote", "redo_done", "ready")]
     if ours:  # the spool goes once pg_controldata says "in production"; then the result is recorded
-        steps += [("noticing the promotion, spool removal", "ready", "fetch_gone"),
-                  ("recording the result, exit", "fetch_gone", "end")]
+        steps += [("noticing the promotion, spool removal", "ready", "spool_gone"),
+                  ("recording the result, exit", "spool_gone", "end")]
     else:
         steps += [("noticing the promotion", "ready", "end")]
     return [(label, span(a, b)) for label, a, b in steps]
@@ -572,7 +573,8 @@ def report(args, figures: dict) -> None:
     print("(CPU: user + system of the command and the processes it waited for; RSS: its largest process. The "
           "recovered servers are not the command's: their CPU is shown apart, including the startup process's "
           "replay and every restore_command run, i.e. pgBackRest's archive-get fetch/decrypt/decompress. Ours "
-          "fetches before starting the server, inside the command.)")
+          "stages the stored WAL before starting the server and decodes it while the server replays, inside "
+          "the command.)")
     print()
     print("where recovery time goes (seconds; medians over the rounds):")
     ours_phases = [phases(o["marks"], True) for o, _ in recoveries]

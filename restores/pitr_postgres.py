@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
@@ -38,8 +39,8 @@ from backups.models import ArchivedLog, Backup, DatabaseTarget, JobStatus
 from backups.progress import JobTracker
 from backups.shipper import paths as shipper_paths
 from restores.pitr import RecoveryTarget
+from restores.wal_spool import WalSpool
 
-FETCH_THREADS = 1  # measured: 2 or 4 fetch no faster while the base backup unpacks on the other core
 START_TIMEOUT = 120  # seconds for pg_ctl to see the server accept connections
 RECOVERY_POLL = 0.1
 READY_FOR_WRITES = re.compile(r"database system is ready to accept connections")  # not "read-only connections"
@@ -258,23 +259,24 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
     destination = request.pitr["destination"]
     plan = check(backup, recovery, destination)  # the archive may have changed since the request was made
     data_dir = Path(destination["data_directory"])
-    spool = _spool_dir(data_dir)
+    spool_dir = _spool_dir(data_dir)
     user = shipper_paths.os_user(backup.target)
     store = archive.Archive(backup.target, passphrase_file, key_file)
     rows = _rows(backup.target, plan)
+    spool = WalSpool(spool_dir, store, rows)
     expected = backup.stored_bytes + sum(row.stored_bytes for row in rows)
     created_dir = not data_dir.exists()
     started = False
     with JobTracker(request, expected, on_progress) as tracker:
         try:
-            # The WAL is fetched while the base backup unpacks (each on its own
-            # core); both end before the server may start, and a missing or
-            # damaged file removes both the spool and the data directory.
-            spool.mkdir(mode=0o700)
+            # The WAL is staged (copied, stored SHA-256 checked) while the base
+            # backup unpacks; both end before the server may start, and a
+            # missing or damaged file removes both the spool and the data directory.
+            spool_dir.mkdir(mode=0o700)
             stop = threading.Event()
             began = time.monotonic()
-            with ThreadPoolExecutor(1, thread_name_prefix="covet-wal-fetch") as background:
-                fetching = background.submit(_fetch_all, store, rows, spool, tracker, stop)
+            with ThreadPoolExecutor(1, thread_name_prefix="covet-wal-stage") as background:
+                staging = background.submit(_stage, spool, tracker, stop)
                 try:
                     data_dir.mkdir(mode=0o700, exist_ok=True)
                     _hand_over(user, data_dir)
@@ -285,27 +287,47 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
                 except BaseException:
                     stop.set()
                     raise
-                fetched = fetching.result() - began
-            _write_settings(data_dir, spool, recovery, destination, user, plan)
-            _hand_over(user, data_dir, spool)  # the settings just written, and the spool
-            result = {"location": str(data_dir), "spool": str(spool), "base_backup": backup.id,
+                staged = staging.result() - began
+            _write_settings(data_dir, spool_dir, recovery, destination, user, plan)
+            result = {"location": str(data_dir), "spool": str(spool_dir), "base_backup": backup.id,
                       "timeline": plan["timeline"], "segments_fetched": len(plan["segments"]),
                       "files_unpacked": members, "newest_wal": plan["newest_wal"],
-                      "seconds": {"fetch": round(fetched, 2), "unpack": round(unpacked, 2)},
-                      "summary": [f"fetched {len(rows)} WAL file(s) into {spool} (authenticated) in {fetched:.1f} s",
+                      "seconds": {"stage": round(staged, 2), "unpack": round(unpacked, 2)},
+                      "summary": [f"staged {len(rows)} WAL file(s) in {spool_dir} (stored SHA-256 checked) in "
+                                  f"{staged:.1f} s",
                                   f"unpacked base backup {backup.id} into {data_dir} in {unpacked:.1f} s"]}
-            if destination.get("start"):
-                started = True
-                outcome = _start_and_recover(backup, data_dir, spool, destination, recovery, user)
-                result["summary"] += outcome.pop("summary")
-                result.update(outcome)
-            else:
+            if not destination.get("start"):
+                spool.decode_all()
+                _hand_over(user, data_dir, spool_dir)  # the settings just written, and the spool
                 result["summary"].append(f"recovery settings written; start the server as {user} "
                                          f"(pg_ctl -D {data_dir} start) and it recovers to {recovery.describe()}")
+                return result
+            _hand_over(user, data_dir, spool_dir)
+            spool.start_decoding()  # the server replays while the rest is decoded
+            started = True
+            try:
+                outcome = _start_and_recover(backup, data_dir, spool, destination, recovery, user)
+            except DamagedError:
+                # A staged file failed to decode: the server stopped recovery
+                # (FATAL) or waits for it; what it recovered is of no use.
+                spool.stop()
+                _stop_server(backup, data_dir, user)
+                started = False
+                raise
+            except BaseException:
+                spool.stop()
+                raise
+            if recovery.action == "promote":
+                spool.stop()  # recovery is over: the rest is not needed
+                _remove_in_background(spool_dir)
+            else:  # paused at the target: resumed, it may read on
+                spool.finish()
+            result["summary"] += outcome.pop("summary")
+            result.update(outcome)
             return result
         except BaseException:
             if not started:
-                shutil.rmtree(spool, ignore_errors=True)
+                shutil.rmtree(spool_dir, ignore_errors=True)
                 if created_dir:
                     shutil.rmtree(data_dir, ignore_errors=True)
                 else:  # it was given empty: leave it empty
@@ -322,28 +344,19 @@ def _empty(directory: Path) -> None:
 
 
 def _rows(target: DatabaseTarget, plan: dict) -> list[ArchivedLog]:
-    names = set(plan["segments"]) | set(plan["history"])
-    rows = list(ArchivedLog.objects.filter(target=target, kind="wal", name__in=names))
-    missing = names - {row.name for row in rows}
+    """Return the rows of the plan's files in the order recovery reads them: history files, then segments."""
+    order = [*plan["history"], *plan["segments"]]
+    rows = {row.name: row for row in ArchivedLog.objects.filter(target=target, kind="wal", name__in=order)}
+    missing = set(order) - set(rows)
     if missing:
         raise WalGapError(f"WAL {', '.join(sorted(missing))} left the catalog of {target.name} while the restore "
                           "was being prepared")
-    return rows
+    return [rows[name] for name in dict.fromkeys(order)]
 
 
-def _fetch_all(store: archive.Archive, rows: list[ArchivedLog], spool: Path, tracker: JobTracker,
-               stop: threading.Event) -> float:
-    """Fetch every row into the spool; return the monotonic time it ended."""
-
-    def fetch(row: ArchivedLog) -> int:
-        if stop.is_set():  # the base backup failed: no point fetching the rest
-            return 0
-        store.fetch(row, spool / row.name)
-        return row.stored_bytes
-
-    with ThreadPoolExecutor(FETCH_THREADS) as pool:
-        for stored in pool.map(fetch, rows):
-            tracker.add(stored)
+def _stage(spool: WalSpool, tracker: JobTracker, stop: threading.Event) -> float:
+    """Stage every planned file into the spool; return the monotonic time it ended."""
+    spool.stage(tracker.add, stop)
     return time.monotonic()
 
 
@@ -418,9 +431,9 @@ def _pg_bin(backup: Backup) -> Path:
     return bin_dir
 
 
-def _start_and_recover(backup: Backup, data_dir: Path, spool: Path, destination: dict, recovery: RecoveryTarget,
-                       user: str) -> dict:
-    log_path = data_dir.parent / f"{data_dir.name}.log"
+def _start_and_recover(backup: Backup, data_dir: Path, spool: WalSpool, destination: dict,
+                       recovery: RecoveryTarget, user: str) -> dict:
+    log_path = _log_path(data_dir)
     log_path.touch()
     if os.geteuid() == 0:
         entry = pwd.getpwnam(user)
@@ -429,14 +442,24 @@ def _start_and_recover(backup: Backup, data_dir: Path, spool: Path, destination:
     started = subprocess.run(_as_user(user, [pg_ctl, "-D", str(data_dir), "-l", str(log_path), "-w", "-t",
                                              str(START_TIMEOUT), "start"]),
                              capture_output=True, text=True, timeout=START_TIMEOUT + 30)
+    spool.check()  # a file that failed to decode explains a failed start better than the log does
     if started.returncode != 0:
         raise ToolError(f"the recovered server did not start: {_log_reason(log_path) or started.stderr.strip()} "
                         f"(log: {log_path}; data directory {data_dir} kept for inspection)")
-    outcome = _await_target(str(_pg_bin(backup) / "pg_controldata"), user, log_path, recovery, data_dir)
-    if recovery.action == "promote":
-        _remove_in_background(spool)
+    outcome = _await_target(str(_pg_bin(backup) / "pg_controldata"), user, log_path, recovery, data_dir, spool.check)
     return {"port": destination["port"], "server_log": str(log_path), **outcome,
             "summary": [f"server started on port {destination['port']} (log {log_path})", outcome["state_text"]]}
+
+
+def _log_path(data_dir: Path) -> Path:
+    return data_dir.parent / f"{data_dir.name}.log"
+
+
+def _stop_server(backup: Backup, data_dir: Path, user: str) -> None:
+    """Stop a recovered server at once (it is thrown away), if it still runs."""
+    if (data_dir / "postmaster.pid").exists():
+        subprocess.run(_as_user(user, [str(_pg_bin(backup) / "pg_ctl"), "-D", str(data_dir), "-m", "immediate",
+                                       "-w", "stop"]), capture_output=True, timeout=START_TIMEOUT)
 
 
 def _remove_in_background(spool: Path) -> None:
@@ -452,13 +475,15 @@ def _log_reason(log_path: Path) -> str:
     return lines[-1].split("FATAL:", 1)[-1].strip() if lines else ""
 
 
-def _await_target(pg_controldata: str, user: str, log_path: Path, recovery: RecoveryTarget, data_dir: Path) -> dict:
+def _await_target(pg_controldata: str, user: str, log_path: Path, recovery: RecoveryTarget, data_dir: Path,
+                  check_spool: Callable[[], None]) -> dict:
     """Wait until the server has promoted (or paused at the target); raise if recovery ended short of it.
 
     Read from pg_controldata and the server log, not a connection: the
     recovered server's pg_hba.conf (its source's) may not let us in.
     """
     while True:
+        check_spool()
         log_text = log_path.read_text(errors="replace")
         stop = _last_line(log_text, "recovery stopping")
         if recovery.action == "pause" and "pausing at the end of recovery" in log_text:
@@ -478,6 +503,7 @@ def _await_target(pg_controldata: str, user: str, log_path: Path, recovery: Reco
                     "state_text": f"recovered to {recovery.describe()} ({stop or 'end of archived WAL'}) and "
                                   f"promoted to timeline {timeline}"}
         if not (data_dir / "postmaster.pid").exists():
+            check_spool()  # a file that failed to decode is why it stopped
             reason = _log_reason(log_path) or "the server stopped"
             raise OutsideWindowError(f"recovery did not reach {recovery.describe()}: {reason} "
                                      f"(log: {log_path}; data directory {data_dir} kept)")

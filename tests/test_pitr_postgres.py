@@ -22,6 +22,7 @@ from backups.errors import DamagedError, NotFoundError
 from backups.models import ArchivedLog, DatabaseTarget
 from restores.pitr import create_pitr_restore, recovery_target
 from restores.services import run_restore
+from tests.pg_fixtures import free_port
 from tests.pitr_fixtures import ArchivingCluster, ingest, reachable_dir, recover, rows_in, switch_and_ingest
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -132,6 +133,23 @@ def test_a_damaged_segment_is_refused_naming_it_and_nothing_is_left(recovered, s
         run_restore(request.pk)
     assert not data_dir.exists()
     assert list(data_dir.parent.iterdir()) == []
+
+
+def test_a_file_failing_to_decode_while_the_server_replays_stops_recovery_and_nothing_is_left(recovered, servers):
+    """Staging checks the stored SHA-256 only; a file that then fails to decode (here: its plaintext differs from
+    what the catalog says was archived) stops the started server's recovery instead of ending it early."""
+    target = recovered["target"]
+    data_dir = reachable_dir(servers) / "recovered"
+    request = create_pitr_restore(target, recovery_target("latest"),
+                                  {"data_directory": str(data_dir), "start": True, "port": free_port()})
+    victim = ArchivedLog.objects.get(target=target, name=request.pitr["plan"]["segments"][-1])
+    ArchivedLog.objects.filter(pk=victim.pk).update(plaintext_sha256="0" * 64)
+    with pytest.raises(DamagedError, match=f"{victim.name}: its content differs"):
+        run_restore(request.pk)
+    assert not data_dir.exists()  # the server was stopped and what it recovered removed
+    assert not any(path.name.startswith(".recovered.covet-wal") for path in data_dir.parent.iterdir())
+    request.refresh_from_db()
+    assert request.status == "failed" and victim.name in request.error
 
 
 def test_a_target_outside_the_window_is_refused_with_the_window(recovered, servers):

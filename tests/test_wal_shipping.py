@@ -3,12 +3,15 @@
 import hashlib
 import os
 import pwd
+import subprocess
+import threading
+import time
 
 import pytest
 
 from backups import archive, services
 from backups.models import ArchivedLog
-from backups.shipper import paths
+from backups.shipper import covet_wal, paths
 from tests.conftest import wait_for
 from tests.wal_fixtures import ArchivingCluster, ShipperProcess, fetch, push, reachable_dir, remove
 
@@ -210,6 +213,45 @@ def test_fetch_copies_from_the_spool_and_is_quiet_about_missing_files(tmp_path):
     missing = fetch(spool, "00000002.history", data / "RECOVERYHISTORY")
     assert (missing.returncode, missing.stderr) == (1, "")
     assert sorted(p.name for p in data.iterdir()) == ["RECOVERYXLOG"]
+
+
+def test_fetch_waits_for_a_staged_file_and_stops_recovery_when_it_cannot_come(tmp_path):
+    """A staged file (NAME.stored) is waited for; a failed decode or a gone decoder exits 126 (PostgreSQL: FATAL)."""
+    spool, data = tmp_path / "spool", tmp_path / "pg_wal"
+    spool.mkdir()
+    data.mkdir()
+    name = "000000010000000000000004"
+    (spool / (name + covet_wal.SPOOL_STAGED)).write_bytes(b"stored form")
+    (spool / covet_wal.SPOOL_DECODER).write_text(str(os.getpid()))
+
+    def decode_later():
+        time.sleep(0.5)
+        (spool / name).write_bytes(segment_bytes(4))  # NAME first, then NAME.stored goes, as the decoder does
+        (spool / (name + covet_wal.SPOOL_STAGED)).unlink()
+
+    decoder = threading.Thread(target=decode_later)
+    decoder.start()
+    started = time.monotonic()
+    done = fetch(spool, name, data / "RECOVERYXLOG")
+    decoder.join()
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started >= 0.5
+    assert (data / "RECOVERYXLOG").read_bytes() == segment_bytes(4)
+
+    other = "000000010000000000000005"
+    (spool / (other + covet_wal.SPOOL_STAGED)).write_bytes(b"stored form")
+    (spool / (other + covet_wal.SPOOL_FAILED)).write_text("frame 3 failed authentication")
+    failed = fetch(spool, other, data / "RECOVERYXLOG")
+    assert failed.returncode == covet_wal.EXIT_ABORT_RECOVERY == 126
+    assert f"{other} could not be decoded: frame 3 failed authentication" in failed.stderr
+
+    (spool / (other + covet_wal.SPOOL_FAILED)).unlink()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (spool / covet_wal.SPOOL_DECODER).write_text(str(gone.pid))
+    orphaned = fetch(spool, other, data / "RECOVERYXLOG")
+    assert orphaned.returncode == 126 and "the restore decoding it is gone" in orphaned.stderr
+    assert (data / "RECOVERYXLOG").read_bytes() == segment_bytes(4)  # never overwritten by a failed fetch
 
 
 def test_setup_pitr_prints_applies_and_checks_the_whole_path(default_key, backup_dir, run_dir, cluster, shippers,

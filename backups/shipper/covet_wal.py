@@ -17,7 +17,12 @@ other content (never overwritten); 6 storage failed.
 ``fetch`` copies ``SPOOL/%f`` to ``%p`` (atomically) and exits 0, or exits 1
 without a word when the spool has no such file: PostgreSQL asks for files
 that never existed (the next timeline's history, the segment after the
-last) and a missing one is normal.
+last) and a missing one is normal. A file the restore staged but has not
+decoded yet (``SPOOL/%f.stored``: the server starts before the last one is
+decoded) is waited for. If it cannot be had (``SPOOL/%f.failed`` says why,
+or the restore that decodes it is gone) fetch exits 126: PostgreSQL then
+stops recovery with FATAL, where exit 1 would make it end recovery early
+and promote short of the target.
 
 Only the standard library, and as little of it as possible (``_socket``
 instead of ``socket``, ``posix`` instead of ``os``, no argparse, json or
@@ -37,9 +42,19 @@ MAX_MESSAGE = 64 * 1024
 COPY_BUFFER = 1024 * 1024
 
 # Exit codes (DESIGN.md, Errors); PostgreSQL treats codes above 125 as a
-# shell failure and restarts its archiver, so none is that high.
+# shell failure (it restarts its archiver; recovery aborts), so push uses none that high.
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# Above 125 on purpose, for fetch only: PostgreSQL aborts recovery on it (see fetch).
+EXIT_ABORT_RECOVERY = 126
+
+# The spool a recovery replays from (restores/wal_spool.py writes it): NAME is
+# decoded and ready; NAME.stored is staged, still to be decoded; NAME.failed
+# holds why it could not be; DECODER holds the decoding process's id.
+SPOOL_STAGED = ".stored"
+SPOOL_FAILED = ".failed"
+SPOOL_DECODER = "covet-decoder.pid"
+SPOOL_POLL = 0.01
 
 USAGE = ("usage: covet_wal.py push --target NAME --socket PATH [--timeout SECONDS] WAL_PATH\n"
          "       covet_wal.py fetch --spool DIR WAL_NAME DESTINATION")
@@ -153,12 +168,9 @@ def fetch(spool: str, name: str, destination: str) -> bool:
     """Copy ``spool/name`` to ``destination`` atomically; return False (quietly) when the spool lacks it."""
     if "/" in name or name in (".", ".."):
         raise Failure(f"{name!r} is not a WAL file name", EXIT_USAGE)
-    try:
-        source = posix.open(f"{spool}/{name}", posix.O_RDONLY | posix.O_CLOEXEC)
-    except FileNotFoundError:
+    source = _open_spooled(spool, name)
+    if source is None:
         return False
-    except OSError as exc:
-        raise Failure(f"cannot read {name} from the spool {spool}: {exc.strerror}") from None
     partial = destination + ".covet-fetch"
     try:
         out = posix.open(partial, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o600)
@@ -176,6 +188,69 @@ def fetch(spool: str, name: str, destination: str) -> bool:
         raise Failure(f"cannot copy {name} from the spool to {destination}: {exc.strerror}") from None
     finally:
         posix.close(source)
+    return True
+
+
+def _open_spooled(spool: str, name: str):
+    """Return a descriptor of ``spool/name``, waiting while it is staged; None when it was never planned."""
+    path = f"{spool}/{name}"
+    while True:
+        fd = _open_if_there(path, spool, name)
+        if fd is not None:
+            return fd
+        if not _exists(path + SPOOL_STAGED):
+            # The decoder makes NAME before it removes NAME.stored: look once more.
+            return _open_if_there(path, spool, name)
+        if _exists(path + SPOOL_FAILED):
+            raise Failure(f"{name} could not be decoded: {_read_text(path + SPOOL_FAILED)}", EXIT_ABORT_RECOVERY)
+        if not _alive(_decoder_pid(spool)):
+            raise Failure(f"{name} is staged in {spool} but the restore decoding it is gone",
+                          EXIT_ABORT_RECOVERY)
+        time.sleep(SPOOL_POLL)
+
+
+def _open_if_there(path: str, spool: str, name: str):
+    try:
+        return posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise Failure(f"cannot read {name} from the spool {spool}: {exc.strerror}") from None
+
+
+def _exists(path: str) -> bool:
+    try:
+        posix.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _read_text(path: str) -> str:
+    try:
+        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+    except OSError:
+        return "(no reason recorded)"
+    try:
+        return posix.read(fd, MAX_MESSAGE).decode(errors="replace").strip()
+    finally:
+        posix.close(fd)
+
+
+def _decoder_pid(spool: str) -> int:
+    text = _read_text(f"{spool}/{SPOOL_DECODER}")
+    return int(text) if text.isdigit() else 0
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        posix.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process (the restore runs as root): it exists
+        return True
     return True
 
 
