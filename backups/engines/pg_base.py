@@ -20,7 +20,7 @@ from typing import BinaryIO, Iterator, Sequence
 import psycopg
 
 from backups.engines.base import Dump
-from backups.engines.tools import EndHook, ToolStream
+from backups.engines.tools import EndHook, PipeFeeder, ToolStream
 from backups.errors import DamagedError, ToolError, UsageError
 
 START_POINT = re.compile(r"write-ahead log start point: ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)")
@@ -96,8 +96,8 @@ def unpack(stream: BinaryIO, directory: Path, as_user: Sequence[str] = ()) -> in
     ``as_user`` prefixes the tar command (e.g. runuser -u postgres --), so
     the files are created by the server's OS user and nothing can be written
     that it could not write. tar extracts in C while this process decrypts
-    and decompresses the next frames: two cores at work. The stream is
-    authenticated frame by frame before tar sees it.
+    and decompresses the next frames (a PipeFeeder writes to tar): two cores
+    at work. The stream is authenticated frame by frame before tar sees it.
     """
     with tempfile.TemporaryFile() as errors:
         try:
@@ -105,15 +105,19 @@ def unpack(stream: BinaryIO, directory: Path, as_user: Sequence[str] = ()) -> in
                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
         except FileNotFoundError as exc:
             raise ToolError("GNU tar is not installed; it unpacks base backups") from exc
+        feeder = PipeFeeder(tar.stdin)
+        fed = False
         try:
             while chunk := stream.read(COPY_BUFFER):
-                tar.stdin.write(chunk)
-            tar.stdin.close()
-        except BrokenPipeError:
-            pass  # tar stopped early: its status and message say why
+                if not feeder.put(chunk):
+                    break  # tar stopped early: its status and message say why
+            feeder.close()
+            fed = True
         finally:
-            if tar.poll() is None and not tar.stdin.closed:
-                tar.kill()
+            if not fed:
+                if tar.poll() is None:
+                    tar.kill()
+                feeder.abandon()
             returncode = tar.wait()
         if returncode != 0:
             errors.seek(0)
