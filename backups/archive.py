@@ -41,6 +41,9 @@ ARCHIVE_CODEC = "zstd"
 ARCHIVE_LEVEL = 3
 ARCHIVE_CIPHER = "aes-256-gcm"
 COPY_BUFFER = 1024 * 1024
+# A base backup's last segment usually arrives within a second of its end; the
+# catalog query is cheap, so look often rather than add half a second per backup.
+BASE_WAL_POLL = 0.1
 
 
 class ArchiveConflictError(DamagedError):
@@ -497,4 +500,4 @@ def await_base_wal(backup, timeout: float) -> bool:
             log.warning("base backup %s: WAL %s not archived yet; it becomes usable when it is",
                         backup.id, ", ".join(missing_base_wal(backup)))
             return False
-        time.sleep(0.5)
+        time.sleep(BASE_WAL_POLL)

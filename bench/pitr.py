@@ -681,6 +681,11 @@ def main(argv: list[str] | None = None) -> None:
         log(f"workload wrote {figures['workload']['wal_bytes'] / MiB:.0f} MiB of WAL in "
             f"{figures['workload']['seconds']:.0f} s; archived through {last} ({figures['drain']:.1f} s after)")
         time.sleep(1)  # let the shipper's catalog rows settle
+        # The workload left gigabytes of dirty pages: flush them now, or the
+        # first recovery measured shares the disk and a core with the source's checkpoint.
+        with connect("postgres", cluster.server) as conn:
+            conn.execute("CHECKPOINT")
+        os.sync()
         ours_wal = [p for p in (work / "site" / "backups").rglob("*") if p.is_file() and "wal" in p.parts]
         figures["ours_wal_stored"], figures["ours_wal_files"] = sum(p.stat().st_size for p in ours_wal), len(ours_wal)
         theirs_wal = [p for p in (work / "pgbackrest" / "repo" / "archive").rglob("*") if p.is_file()

@@ -95,12 +95,22 @@ class WalSpool:
             self._error = DamagedError(f"decoding the spooled WAL failed: {type(exc).__name__}: {exc}")
 
     def _decode(self, row: ArchivedLog) -> None:
-        staged = self._staged(row)
+        staged, decoded = self._staged(row), self.path / (row.name + ".decoded")
         try:
-            self.store.decode_staged(row, staged, self.path / row.name)
+            self.store.decode_staged(row, staged, decoded)
+            self._give_to_owner(decoded)
+            decoded.rename(self.path / row.name)
         except Exception as exc:
+            decoded.unlink(missing_ok=True)
             # The restore_command reads this and stops recovery instead of waiting.
             (self.path / (row.name + covet_wal.SPOOL_FAILED)).write_text(str(exc) or type(exc).__name__)
             raise
         # Only after NAME exists: covet_wal.fetch relies on this order.
         staged.unlink()
+
+    def _give_to_owner(self, path: Path) -> None:
+        # The spool belongs to the server's OS user by now; a file this
+        # process (root) writes must be readable by its restore_command.
+        owner = self.path.stat()
+        if os.geteuid() == 0 and owner.st_uid != 0:
+            os.chown(path, owner.st_uid, owner.st_gid)

@@ -224,18 +224,21 @@ def test_fetch_waits_for_a_staged_file_and_stops_recovery_when_it_cannot_come(tm
     (spool / (name + covet_wal.SPOOL_STAGED)).write_bytes(b"stored form")
     (spool / covet_wal.SPOOL_DECODER).write_text(str(os.getpid()))
 
+    decoded_at = []
+
     def decode_later():
         time.sleep(0.5)
         (spool / name).write_bytes(segment_bytes(4))  # NAME first, then NAME.stored goes, as the decoder does
+        decoded_at.append(time.monotonic())
         (spool / (name + covet_wal.SPOOL_STAGED)).unlink()
 
     decoder = threading.Thread(target=decode_later)
     decoder.start()
-    started = time.monotonic()
     done = fetch(spool, name, data / "RECOVERYXLOG")
+    returned_at = time.monotonic()
     decoder.join()
     assert done.returncode == 0, done.stderr
-    assert time.monotonic() - started >= 0.5
+    assert returned_at > decoded_at[0]  # it waited for the file instead of calling it absent
     assert (data / "RECOVERYXLOG").read_bytes() == segment_bytes(4)
 
     other = "000000010000000000000005"
@@ -252,6 +255,11 @@ def test_fetch_waits_for_a_staged_file_and_stops_recovery_when_it_cannot_come(tm
     orphaned = fetch(spool, other, data / "RECOVERYXLOG")
     assert orphaned.returncode == 126 and "the restore decoding it is gone" in orphaned.stderr
     assert (data / "RECOVERYXLOG").read_bytes() == segment_bytes(4)  # never overwritten by a failed fetch
+
+    unreadable = "000000010000000000000006"
+    (spool / unreadable).mkdir()  # there, but cannot be copied: never "absent" (exit 1 would end recovery early)
+    broken = fetch(spool, unreadable, data / "RECOVERYXLOG")
+    assert broken.returncode == 126 and f"cannot copy {unreadable}" in broken.stderr
 
 
 def test_setup_pitr_prints_applies_and_checks_the_whole_path(default_key, backup_dir, run_dir, cluster, shippers,

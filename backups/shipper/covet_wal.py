@@ -20,9 +20,9 @@ that never existed (the next timeline's history, the segment after the
 last) and a missing one is normal. A file the restore staged but has not
 decoded yet (``SPOOL/%f.stored``: the server starts before the last one is
 decoded) is waited for. If it cannot be had (``SPOOL/%f.failed`` says why,
-or the restore that decodes it is gone) fetch exits 126: PostgreSQL then
-stops recovery with FATAL, where exit 1 would make it end recovery early
-and promote short of the target.
+the restore that decodes it is gone, or it cannot be read or copied) fetch
+exits 126: PostgreSQL then stops recovery with FATAL, where exit 1 would
+make it end recovery early and promote short of the target.
 
 Only the standard library, and as little of it as possible (``_socket``
 instead of ``socket``, ``posix`` instead of ``os``, no argparse, json or
@@ -185,7 +185,8 @@ def fetch(spool: str, name: str, destination: str) -> bool:
             posix.unlink(partial)
         except OSError:
             pass
-        raise Failure(f"cannot copy {name} from the spool to {destination}: {exc.strerror}") from None
+        raise Failure(f"cannot copy {name} from the spool to {destination}: {exc.strerror}",
+                      EXIT_ABORT_RECOVERY) from None
     finally:
         posix.close(source)
     return True
@@ -215,7 +216,7 @@ def _open_if_there(path: str, spool: str, name: str):
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise Failure(f"cannot read {name} from the spool {spool}: {exc.strerror}") from None
+        raise Failure(f"cannot read {name} from the spool {spool}: {exc.strerror}", EXIT_ABORT_RECOVERY) from None
 
 
 def _exists(path: str) -> bool:
