@@ -261,8 +261,9 @@ class Archive:
         """Copy an archived file's stored object to ``destination`` and check its stored SHA-256.
 
         Cheaper than ``fetch`` (no decryption or decompression) yet it finds
-        a missing, truncated or altered object; ``decode_staged`` finishes
-        the job later. Raise DamagedError naming the file; nothing is left at
+        a missing, truncated or altered object, and a header the archive key
+        does not authenticate; ``decode_staged`` finishes the job later.
+        Raise DamagedError naming the file; nothing is left at
         ``destination`` then.
         """
         digest = hashlib.sha256()
@@ -273,6 +274,13 @@ class Archive:
                     out.write(chunk)
             if row.sha256 and digest.hexdigest() != row.sha256:
                 raise _altered(row)
+            with open(destination, "rb") as staged:
+                DecodingStream(staged, self._key_lookup)  # reads and authenticates the header only
+        except CovetError as exc:
+            destination.unlink(missing_ok=True)
+            if row.name in str(exc):
+                raise
+            raise DamagedError(f"archived {row.name} cannot be used: {exc}") from exc
         except BaseException:
             destination.unlink(missing_ok=True)
             raise

@@ -71,6 +71,30 @@ def test_fetch_refuses_an_altered_object_and_leaves_nothing(pg_target, backup_di
         store.fetch(row, spool / "seg")
 
 
+def test_staging_checks_the_stored_digest_and_the_key_and_decoding_the_copy_gives_the_segment(pg_target, backup_dir,
+                                                                                                  tmp_path):
+    store = archive.Archive(pg_target)
+    row, _ = store.store("000000010000000000000006", io.BytesIO(segment(6)), 1)
+    staged, decoded = tmp_path / "seg.stored", tmp_path / "seg"
+    store.stage(row, staged)
+    assert staged.read_bytes() == (backup_dir / row.storage_key).read_bytes()
+    store.decode_staged(row, staged, decoded)
+    assert decoded.read_bytes() == segment(6)
+
+    altered = bytearray((backup_dir / row.storage_key).read_bytes())
+    altered[-10] ^= 1  # inside the last frame: only the digest can tell before decoding
+    (backup_dir / row.storage_key).write_bytes(bytes(altered))
+    with pytest.raises(DamagedError, match="000000010000000000000006: the stored object's SHA-256 differs"):
+        store.stage(row, tmp_path / "again.stored")
+    assert not (tmp_path / "again.stored").exists()
+
+    other, _ = store.store("000000010000000000000007", io.BytesIO(segment(7)), 1)
+    store.key_id, store.data_key = "0" * 32, b"\0" * 32  # as if the catalog named another archive key
+    with pytest.raises(DamagedError, match="000000010000000000000007 cannot be used: .*data key"):
+        store.stage(other, tmp_path / "other.stored")
+    assert not (tmp_path / "other.stored").exists()
+
+
 def test_ranges_and_gaps(pg_target):
     store = archive.Archive(pg_target)
     for number in (1, 2, 3, 6, 7, 0x100, 0xFF):
