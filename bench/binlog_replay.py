@@ -462,42 +462,31 @@ def measure_rpo(site: Site, server: BinlogServer, timeout: float, seconds: float
 
 # The recoveries ----------------------------------------------------------------------------------------------
 
-class Watch:
+class Watch(engines.Poller):
     """Note, every 0.2 s while a command runs, when paths appear and processes matching a string live."""
 
+    interval = 0.2
+
     def __init__(self, paths: dict[str, callable], processes: dict[str, str]):
+        super().__init__()
         self.paths, self.processes = paths, processes
-        self.seen: dict[str, float] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            now = time.time()
-            for key, exists in self.paths.items():
-                if key not in self.seen and exists():
-                    self.seen[key] = now
-            if self.processes:
-                for entry in Path("/proc").iterdir():
-                    if not entry.name.isdigit():
-                        continue
-                    try:
-                        cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    except OSError:
-                        continue
-                    for key, needle in self.processes.items():
-                        if needle in cmdline:
-                            self.seen.setdefault(f"{key}_first", now)
-                            self.seen[f"{key}_last"] = now
-            time.sleep(0.2)
-
-    def __enter__(self) -> "Watch":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
+    def poll(self, now: float) -> None:
+        for key, exists in self.paths.items():
+            if key not in self.seen and exists():
+                self.seen[key] = now
+        if self.processes:
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                for key, needle in self.processes.items():
+                    if needle in cmdline:
+                        self.seen.setdefault(f"{key}_first", now)
+                        self.seen[f"{key}_last"] = now
 
 
 def ours_recover(site: Site, server: BinlogServer, schema: str, work: Path) -> dict:

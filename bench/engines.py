@@ -52,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -104,6 +105,34 @@ def measure(argv: list[str], env: dict | None = None, work: Path | None = None) 
         raise RuntimeError(f"command failed ({figures['returncode']}): {shlex.join(argv)}\n"
                            f"{done.stderr[-3000:]}{stdout[-2000:]}")
     return Run(figures["wall"], figures["peak_rss"], figures["cpu"], stdout)
+
+
+class Poller:
+    """Call ``poll(now)`` every ``interval`` seconds on a thread while a ``with`` block runs (a command is
+    measured); subclasses note in ``seen`` when what they watch for happened."""
+
+    interval = 0.1
+
+    def __init__(self):
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll(time.time())
+            time.sleep(self.interval)
+
+    def poll(self, now: float) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def pipeline(command: str) -> list[str]:

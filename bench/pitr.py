@@ -64,7 +64,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -311,31 +310,21 @@ def ours_backup(site: Site, work: Path) -> tuple[Run, dict]:
     return result, json.loads(result.stdout)
 
 
-class Watch:
-    """Note when each of some paths first exists (polled every 20 ms) while a command runs."""
+class Watch(engines.Poller):
+    """Note when each of some paths first exists, and when it is gone again (polled every 20 ms)."""
+
+    interval = 0.02
 
     def __init__(self, paths: dict[str, Path]):
+        super().__init__()
         self.paths = paths
-        self.seen: dict[str, float] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            for key, path in self.paths.items():
-                if key not in self.seen and path.exists():
-                    self.seen[key] = time.time()
-                elif key in self.seen and f"{key}_gone" not in self.seen and not path.exists():
-                    self.seen[f"{key}_gone"] = time.time()
-            time.sleep(0.02)
-
-    def __enter__(self) -> "Watch":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
+    def poll(self, now: float) -> None:
+        for key, path in self.paths.items():
+            if key not in self.seen and path.exists():
+                self.seen[key] = now
+            elif key in self.seen and f"{key}_gone" not in self.seen and not path.exists():
+                self.seen[f"{key}_gone"] = now
 
 
 def ours_recover(site: Site, parent: Path, name: str, work: Path) -> dict:
