@@ -21,7 +21,6 @@ import re
 import shutil
 import stat
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -273,10 +272,9 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
             # backup unpacks; both end before the server may start, and a
             # missing or damaged file removes both the spool and the data directory.
             spool_dir.mkdir(mode=0o700)
-            stop = threading.Event()
             began = time.monotonic()
             with ThreadPoolExecutor(1, thread_name_prefix="covet-wal-stage") as background:
-                staging = background.submit(_stage, spool, tracker, stop)
+                staging = background.submit(_stage, spool, tracker)
                 try:
                     data_dir.mkdir(mode=0o700, exist_ok=True)
                     _hand_over(user, data_dir)
@@ -285,7 +283,7 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
                         services.finish_reading(checked)
                     unpacked = time.monotonic() - began
                 except BaseException:
-                    stop.set()
+                    spool.stop()  # no point staging the rest
                     raise
                 staged = staging.result() - began
             _write_settings(data_dir, spool_dir, recovery, destination, user, plan)
@@ -296,13 +294,12 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
                       "summary": [f"staged {len(rows)} WAL file(s) in {spool_dir} (stored SHA-256 checked) in "
                                   f"{staged:.1f} s",
                                   f"unpacked base backup {backup.id} into {data_dir} in {unpacked:.1f} s"]}
+            _hand_over(user, data_dir, spool_dir)  # the settings just written, and the spool
             if not destination.get("start"):
                 spool.decode_all()
-                _hand_over(user, data_dir, spool_dir)  # the settings just written, and the spool
                 result["summary"].append(f"recovery settings written; start the server as {user} "
                                          f"(pg_ctl -D {data_dir} start) and it recovers to {recovery.describe()}")
                 return result
-            _hand_over(user, data_dir, spool_dir)
             spool.start_decoding()  # the server replays while the rest is decoded
             started = True
             try:
@@ -354,9 +351,9 @@ def _rows(target: DatabaseTarget, plan: dict) -> list[ArchivedLog]:
     return [rows[name] for name in dict.fromkeys(order)]
 
 
-def _stage(spool: WalSpool, tracker: JobTracker, stop: threading.Event) -> float:
+def _stage(spool: WalSpool, tracker: JobTracker) -> float:
     """Stage every planned file into the spool; return the monotonic time it ended."""
-    spool.stage(tracker.add, stop)
+    spool.stage(tracker.add)
     return time.monotonic()
 
 

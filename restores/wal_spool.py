@@ -3,9 +3,10 @@
 Filled in two steps so that the server can start before the last segment is
 decoded, yet nothing starts when a file is missing or damaged:
 
-1. ``stage`` copies every planned file's stored object in (``NAME.stored``)
-   and checks its stored SHA-256 against the catalog: a missing, truncated or
-   altered object is named before any server starts. This is the cheap part
+1. ``stage`` copies every planned file's stored object in (``NAME.stored``),
+   checks its stored SHA-256 against the catalog and authenticates its header
+   with the archive key: a missing, truncated or altered object, or one the
+   key does not open, is named before any server starts. This is the cheap part
    (no decryption or decompression) and runs beside the base backup's unpack.
 2. ``decode`` authenticates, decrypts and decompresses each staged file into
    ``NAME`` in the order recovery asks for them, removing ``NAME.stored``;
@@ -43,14 +44,14 @@ class WalSpool:
     def _staged(self, row: ArchivedLog) -> Path:
         return self.path / (row.name + covet_wal.SPOOL_STAGED)
 
-    def stage(self, on_file: Callable[[int], None], stop: threading.Event) -> None:
-        """Copy every stored object in, checking its stored SHA-256; ``on_file(stored bytes)`` after each.
+    def stage(self, on_file: Callable[[int], None]) -> None:
+        """Copy every stored object in, checked (see Archive.stage); ``on_file(stored bytes)`` after each.
 
-        Stops early (quietly) once ``stop`` is set. Raise DamagedError
+        Stops early (quietly) once ``stop`` was called. Raise DamagedError
         naming the first file that is missing or altered.
         """
         for row in self.rows:
-            if stop.is_set():
+            if self._stop.is_set():
                 return
             self.store.stage(row, self._staged(row))
             on_file(row.stored_bytes)
@@ -78,7 +79,7 @@ class WalSpool:
         self.check()
 
     def stop(self) -> None:
-        """Stop background decoding after the file in hand (recovery no longer needs the rest)."""
+        """Stop staging or background decoding after the file in hand (the rest is not needed)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
