@@ -205,8 +205,8 @@ def _open_spooled(spool: str, name: str):
         if _exists(path + SPOOL_FAILED):
             raise Failure(f"{name} could not be decoded: {_read_text(path + SPOOL_FAILED)}", EXIT_ABORT_RECOVERY)
         if not _alive(_decoder_pid(spool)):
-            raise Failure(f"{name} is staged in {spool} but the restore decoding it is gone",
-                          EXIT_ABORT_RECOVERY)
+            raise Failure(f"{name} is staged in {spool} but the restore decoding it is gone; recovery stops here: "
+                          "run the restore again into a new data directory", EXIT_ABORT_RECOVERY)
         time.sleep(SPOOL_POLL)
 
 
