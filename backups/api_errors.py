@@ -3,7 +3,7 @@
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from backups.errors import (BusyError, CovetError, DamagedError, NotFoundError, QueueUnavailableError,
+from covet.errors import (BusyError, CovetError, DamagedError, NotFoundError, QueueUnavailableError,
                             StorageError, ToolError)
 
 STATUS_BY_ERROR = [

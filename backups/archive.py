@@ -27,13 +27,13 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from backups import keys
-from backups.errors import CovetError, DamagedError, NotFoundError, UsageError
+from covet.errors import CovetError, DamagedError, NotFoundError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget, Storage
-from backups.engines import pg_wal
-from backups.pipeline import crypto
-from backups.pipeline.container import DecodingStream, EncodingStream, Header
+from covet.engines import pg_wal
+from covet.pipeline import crypto
+from covet.pipeline.container import DecodingStream, EncodingStream, Header
 from backups.services import OBJECT_EXTENSION, default_storage, storage_backend
-from backups.storage import object_key
+from covet.storage import object_key
 
 log = logging.getLogger(__name__)
 

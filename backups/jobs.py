@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 from rq.job import Job
 
 from backups import services
-from backups.errors import CovetError, QueueUnavailableError, UsageError
+from covet.errors import CovetError, QueueUnavailableError, UsageError
 from backups.models import JobStatus
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from backups.errors import MissingKeyError, UsageError
-from backups.pipeline import crypto
+from covet.errors import MissingKeyError, UsageError
+from covet.pipeline import crypto
 
 ENV_PASSPHRASE_FILE = "COVET_PASSPHRASE_FILE"
 ENV_KEY_FILE = "COVET_KEY_FILE"

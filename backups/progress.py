@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from backups.errors import CancelledError
+from covet.errors import CancelledError
 
 ProgressCallback = Callable[[int, int | None], None]
 

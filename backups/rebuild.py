@@ -14,8 +14,8 @@ from datetime import datetime
 from django.db import transaction
 
 from backups import archive, services
-from backups.engines import pg_wal
-from backups.errors import CovetError
+from covet.engines import pg_wal
+from covet.errors import CovetError
 from backups.models import ArchivedLog, Backup, BackupCopy, DatabaseTarget, JobStatus, Storage
 
 SIDECAR_SUFFIX = ".json"

@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from backups import services
-from backups.engines import RestoreOptions
+from covet.engines import RestoreOptions
 from backups.models import CIPHER_CHOICES, CODEC_CHOICES, Backup, BackupCopy, DatabaseTarget, Storage
 from restores import pitr
 from restores.models import RestoreRequest

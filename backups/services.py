@@ -23,15 +23,15 @@ from django.conf import settings
 from django.utils import timezone
 
 from backups import keys
-from backups.engines import ConnectionParams, DumpOptions, open_engine
-from backups.errors import (BusyError, CancelledError, CovetError, DamagedError, NotFoundError, StorageError,
+from covet.engines import ConnectionParams, DumpOptions, open_engine
+from covet.errors import (BusyError, CancelledError, CovetError, DamagedError, NotFoundError, StorageError,
                             UsageError)
 from backups.models import (ACTIVE_STATUSES, AuditEvent, Backup, BackupCopy, BackupPolicy, DatabaseTarget, JobStatus,
                             Storage)
-from backups.pipeline import codecs, crypto
-from backups.pipeline.container import DecodingStream, EncodingStream, Header
+from covet.pipeline import codecs, crypto
+from covet.pipeline.container import DecodingStream, EncodingStream, Header
 from backups.progress import CountingReader, JobTracker, ProgressCallback
-from backups.storage import object_key, open_storage, safe_component
+from covet.storage import object_key, open_storage, safe_component
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from backups import archive, jobs, services
-from backups.errors import CovetError, NotFoundError
+from covet.errors import CovetError, NotFoundError
 from backups.forms import BackupFilterForm, NewBackupForm, RecoverForm, RestoreForm
 from backups.models import ArchivedLog, Backup, DatabaseTarget
 from restores import pitr

@@ -436,7 +436,7 @@ class Pairs:
 def row_count_seconds(db: Database, database: str, summary: dict, work: Path) -> tuple[float, float]:
     """Time the engine's row_counts on ``database``: for the tables our restore compares, then for all tables."""
     sys.path.insert(0, str(REPO))
-    from backups.engines import ConnectionParams, compared_tables, open_engine
+    from covet.engines import ConnectionParams, compared_tables, open_engine
 
     sidecar = Path(urllib.parse.urlparse(summary["storage_location"]).path).with_suffix(".json")
     compared = compared_tables(json.loads(sidecar.read_text())["manifest"])

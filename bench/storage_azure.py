@@ -61,7 +61,7 @@ def status(field: str) -> int:
 
 
 def child(phase: str, config: dict, size: int) -> dict:
-    from backups.storage import open_storage
+    from covet.storage import open_storage
 
     store = open_storage("azure", config)
     store.put("warm/up", Generated(16 * MiB), size_hint=16 * MiB)  # imports, threads, connections

@@ -47,7 +47,7 @@ import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 import boto3
 from boto3.s3.transfer import TransferConfig
-from backups.storage import open_storage
+from covet.storage import open_storage
 
 MiB = 1 << 20
 BLOCK = os.urandom(MiB)

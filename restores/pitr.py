@@ -16,7 +16,7 @@ from datetime import datetime, timezone as dt_timezone
 from django.utils.dateparse import parse_datetime
 
 from backups import services
-from backups.errors import NotFoundError, UsageError
+from covet.errors import NotFoundError, UsageError
 from backups.models import Backup, DatabaseTarget, JobStatus
 from restores.models import RestoreRequest
 

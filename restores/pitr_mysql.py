@@ -40,10 +40,10 @@ import pymysql
 
 from backups import binlog_window, services
 from backups.archive import Archive
-from backups.engines import RestoreOptions, mysql
-from backups.engines.mysql_grants import quote_identifier
-from backups.engines.tools import EndHook, private_dir, stderr_tail, tool_env
-from backups.errors import NotFoundError, ToolError, UsageError, WrongKeyError
+from covet.engines import RestoreOptions, mysql
+from covet.engines.mysql_grants import quote_identifier
+from covet.engines.tools import EndHook, private_dir, stderr_tail, tool_env
+from covet.errors import NotFoundError, ToolError, UsageError, WrongKeyError
 from backups.models import ArchivedLog, Backup, DatabaseTarget
 from backups.progress import JobTracker
 from backups.shipper.binlog_archiver import BINLOG_TOOLS

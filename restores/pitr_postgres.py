@@ -31,9 +31,9 @@ from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 from backups import archive, services
-from backups.engines import pg_base, pg_wal
-from backups.engines.postgres import PG_LIB_DIR
-from backups.errors import CovetError, DamagedError, NotFoundError, ToolError, UsageError
+from covet.engines import pg_base, pg_wal
+from covet.engines.postgres import PG_LIB_DIR
+from covet.errors import CovetError, DamagedError, NotFoundError, ToolError, UsageError
 from backups.models import ArchivedLog, Backup, DatabaseTarget, JobStatus
 from backups.progress import JobTracker
 from backups.shipper import paths as shipper_paths

@@ -7,9 +7,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from backups import services
-from backups.engines import RestoreOptions, compare_manifests, compared_tables
-from backups.engines.tools import EndHook
-from backups.errors import DamagedError, NotFoundError, UsageError
+from covet.engines import RestoreOptions, compare_manifests, compared_tables
+from covet.engines.tools import EndHook
+from covet.errors import DamagedError, NotFoundError, UsageError
 from backups.models import Backup, JobStatus
 from backups.progress import JobTracker, ProgressCallback
 from restores.models import RestoreRequest

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from backups.archive import Archive
-from backups.errors import CovetError, DamagedError
+from covet.errors import CovetError, DamagedError
 from backups.models import ArchivedLog
 from backups.shipper import covet_wal
 

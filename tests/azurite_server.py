@@ -127,7 +127,7 @@ class AzuriteServer:
         """An SDK client with the dev account key, for setting up and inspecting what a test did."""
         from azure.storage.blob import BlobServiceClient
 
-        from backups.storage.azure import API_VERSION
+        from covet.storage.azure import API_VERSION
 
         return BlobServiceClient(self.account_url, api_version=API_VERSION,
                                  credential={"account_name": ACCOUNT_NAME, "account_key": ACCOUNT_KEY})

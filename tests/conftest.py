@@ -33,7 +33,7 @@ def sample_sqlite(tmp_path) -> Path:
 @pytest.fixture
 def key_file(tmp_path) -> Path:
     """A fresh key file, mode 0600."""
-    from backups.pipeline import crypto
+    from covet.pipeline import crypto
 
     path = tmp_path / "keys" / "test.key"
     path.parent.mkdir()
@@ -52,7 +52,7 @@ def passphrase_file(tmp_path) -> Path:
 @pytest.fixture
 def default_key(settings, tmp_path):
     """Point the site's default key at a fresh key file, as covet_setup would."""
-    from backups.pipeline import crypto
+    from covet.pipeline import crypto
 
     path = tmp_path / "default.key"
     crypto.generate_key_file(path)

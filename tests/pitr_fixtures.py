@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from backups import archive
-from backups.engines import pg_wal
+from covet.engines import pg_wal
 from backups.models import DatabaseTarget
 from restores.models import RestoreRequest
 from restores.pitr import create_pitr_restore, recovery_target

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from backups.errors import NotFoundError, UsageError
+from covet.errors import NotFoundError, UsageError
 
 MiB = 1024 * 1024
 

@@ -5,8 +5,8 @@ import io
 import pytest
 
 from backups import archive
-from backups.errors import DamagedError, UsageError
-from backups.engines import pg_wal
+from covet.errors import DamagedError, UsageError
+from covet.engines import pg_wal
 from backups.models import ArchivedLog, DatabaseTarget
 
 pytestmark = pytest.mark.django_db

@@ -18,7 +18,7 @@ import pytest
 
 from backups import binlog_window, services
 from backups.archive import archive_summary
-from backups.errors import DamagedError, NotFoundError, ToolError, UsageError
+from covet.errors import DamagedError, NotFoundError, ToolError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget
 from backups.shipper import binlog_setup
 from backups.shipper.binlog_archiver import BinlogArchiver

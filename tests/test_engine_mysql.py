@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backups.engines import ConnectionParams
-from backups.engines.mysql import MysqlEngine
-from backups.errors import ToolError, UsageError
+from covet.engines import ConnectionParams
+from covet.engines.mysql import MysqlEngine
+from covet.errors import ToolError, UsageError
 from backups.models import AuditEvent, Backup
 from conftest import REPO, wait_for, worker_env
 from mysql_fixtures import (PrivateMariaDB, Schemas, base_tables, connect, execute, private_base, q, table_checksum,
@@ -513,7 +513,7 @@ def test_a_failed_restore_drops_the_database_it_created(root, schemas, tmp_path)
 
 
 def test_non_transactional_and_very_large_tables_are_labelled_not_exact(root, schemas, tmp_path, monkeypatch):
-    from backups.engines import mysql as mysql_engine
+    from covet.engines import mysql as mysql_engine
 
     source = schemas.new()
     execute(root, f"CREATE TABLE {q(source)}.plain (id INT) ENGINE=MyISAM",
@@ -590,7 +590,7 @@ def test_a_table_level_restore_brings_back_just_those_tables(cli, root, schemas,
 def test_the_table_filter_never_takes_text_in_strings_or_bodies_for_a_marker():
     import io
 
-    from backups.engines.mysql_dumpfile import TableFilter
+    from covet.engines.mysql_dumpfile import TableFilter
 
     dump = b"\n".join([
         b"/*M!999999\\- enable the sandbox mode */ ",

@@ -19,9 +19,9 @@ from types import SimpleNamespace
 import pytest
 from psycopg import sql
 
-from backups.engines import ConnectionParams, DumpOptions, RestoreOptions, compare_manifests
-from backups.engines import postgres
-from backups.errors import DamagedError, ToolError, UsageError
+from covet.engines import ConnectionParams, DumpOptions, RestoreOptions, compare_manifests
+from covet.engines import postgres
+from covet.errors import DamagedError, ToolError, UsageError
 from backups.models import AuditEvent, Backup, DatabaseTarget
 from conftest import wait_for
 from pg_fixtures import (PG_BIN, PrivateCluster, connect, database_exists, drop_database, processes,

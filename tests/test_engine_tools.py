@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from backups.engines.tools import PIPE_SIZE, ToolStream, tool_env
+from covet.engines.tools import PIPE_SIZE, ToolStream, tool_env
 
 
 @pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are a Linux feature")

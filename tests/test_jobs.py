@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from backups import jobs, services
-from backups.errors import BusyError, QueueUnavailableError, StorageError
+from covet.errors import BusyError, QueueUnavailableError, StorageError
 from backups.models import Backup, DatabaseTarget
 from conftest import wait_for
 
@@ -123,7 +123,7 @@ def test_an_unreachable_queue_fails_the_row_with_a_clear_error(settings, sample_
 
 def test_a_storage_that_is_down_during_cleanup_still_leaves_the_backup_failed(monkeypatch, sample_sqlite,
                                                                               default_key, backup_dir):
-    from backups.storage.local import LocalStorage
+    from covet.storage.local import LocalStorage
 
     def down(*_args, **_kwargs):
         raise StorageError("storage unreachable")

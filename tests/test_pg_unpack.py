@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from backups.engines import pg_base
-from backups.errors import DamagedError
+from covet.engines import pg_base
+from covet.errors import DamagedError
 
 
 def _tar(files: dict[str, bytes]) -> bytes:

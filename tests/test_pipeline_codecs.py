@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from backups.errors import DamagedError, UsageError
-from backups.pipeline import codecs
+from covet.errors import DamagedError, UsageError
+from covet.pipeline import codecs
 
 COMPRESSING = [codec for codec in codecs.CODECS if codec != "none"]
 

@@ -8,9 +8,9 @@ import struct
 
 import pytest
 
-from backups.errors import DamagedError, MissingKeyError, WrongKeyError
-from backups.pipeline import codecs, crypto
-from backups.pipeline.container import MAGIC, TAG_SIZE, DecodingStream, Header, encode_bytes
+from covet.errors import DamagedError, MissingKeyError, WrongKeyError
+from covet.pipeline import codecs, crypto
+from covet.pipeline.container import MAGIC, TAG_SIZE, DecodingStream, Header, encode_bytes
 
 CHUNK = 256
 NONCE = {"none": 0, "aes-256-gcm": 12, "chacha20-poly1305": 12, "aes-256-cbc": 16}

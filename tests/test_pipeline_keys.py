@@ -8,9 +8,9 @@ import stat
 
 import pytest
 
-from backups.errors import DamagedError, MissingKeyError, NotFoundError, UsageError, WrongKeyError
-from backups.pipeline import crypto
-from backups.pipeline.container import DecodingStream, Header, encode_bytes
+from covet.errors import DamagedError, MissingKeyError, NotFoundError, UsageError, WrongKeyError
+from covet.pipeline import crypto
+from covet.pipeline.container import DecodingStream, Header, encode_bytes
 
 FAST_N = 2**10  # a cheap scrypt for tests; the default is exercised once below
 

@@ -20,8 +20,8 @@ def peak_rss():
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
 sys.path.insert(0, sys.argv[1])
-from backups.pipeline import crypto
-from backups.pipeline.container import DecodingStream, EncodingStream, Header
+from covet.pipeline import crypto
+from covet.pipeline.container import DecodingStream, EncodingStream, Header
 
 MiB = 1 << 20
 TEXT = b"".join(b"%d\tcustomer %d\t2024-05-01 12:00:%02d+00\tpaid\n" % (i, i * 7919 % 100003, i % 60)

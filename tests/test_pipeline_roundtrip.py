@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backups.errors import DamagedError, UsageError
-from backups.pipeline import codecs, crypto
-from backups.pipeline.container import (
+from covet.errors import DamagedError, UsageError
+from covet.pipeline import codecs, crypto
+from covet.pipeline.container import (
     DecodingStream,
     EncodingStream,
     Header,

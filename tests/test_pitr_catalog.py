@@ -8,7 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from backups import archive, jobs
-from backups.engines import pg_wal
+from covet.engines import pg_wal
 from backups.models import ArchivedLog, Backup, DatabaseTarget
 from restores.models import RestoreRequest
 from tests.conftest import catalog_row
@@ -95,7 +95,7 @@ def test_target_page_shows_the_archive_and_refuses_with_a_flash(pg_target, clien
 
 
 def test_a_base_backup_is_only_restored_by_recovery_or_downloaded(pg_target):
-    from backups.errors import UsageError
+    from covet.errors import UsageError
     from restores.services import create_restore
 
     base = Backup.objects.get(target=pg_target)

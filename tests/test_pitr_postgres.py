@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from backups import archive, services
-from backups.engines import pg_wal
-from backups.errors import DamagedError, NotFoundError
+from covet.engines import pg_wal
+from covet.errors import DamagedError, NotFoundError
 from backups.models import ArchivedLog, DatabaseTarget
 from restores.pitr import create_pitr_restore, recovery_target
 from restores.services import run_restore

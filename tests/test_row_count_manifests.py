@@ -1,6 +1,6 @@
 """Row-count manifests after a restore: which tables are counted, and how counts are compared."""
 
-from backups.engines import compare_manifests, compared_tables
+from covet.engines import compare_manifests, compared_tables
 
 MANIFEST = {
     "consistent": True,

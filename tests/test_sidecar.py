@@ -7,8 +7,8 @@ import pytest
 
 from backups import services
 from backups.models import Backup
-from backups.pipeline import crypto
-from backups.pipeline.container import DecodingStream
+from covet.pipeline import crypto
+from covet.pipeline.container import DecodingStream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from backups.engines import ConnectionParams, open_engine
-from backups.errors import DamagedError, NotFoundError, UsageError
+from covet.engines import ConnectionParams, open_engine
+from covet.errors import DamagedError, NotFoundError, UsageError
 
 WRITER = textwrap.dedent("""
     import sqlite3, sys, time

@@ -16,9 +16,9 @@ import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 from azurite_server import ACCOUNT_KEY, ACCOUNT_NAME, REPO, azurite, azurite_factory  # noqa: F401 (fixtures)
-from backups.errors import NotFoundError, StorageError, UsageError
-from backups.storage import open_storage
-from backups.storage.azure import AzureStorage
+from covet.errors import NotFoundError, StorageError, UsageError
+from covet.storage import open_storage
+from covet.storage.azure import AzureStorage
 from storage_contract import StorageContract, payload
 
 BLOCK = 256 * 1024  # small blocks: several per object on small data
@@ -260,7 +260,7 @@ def test_an_unreachable_endpoint_fails_after_the_configured_retries_logged(azuri
     store = open_storage("azure", config(server, server.new_container(), tmp_path, **FAST_RETRIES))
     store.put_bytes("r/x", b"1")
     server.stop()
-    caplog.set_level(logging.WARNING, logger="backups.storage.azure")
+    caplog.set_level(logging.WARNING, logger="covet.storage.azure")
     with pytest.raises(StorageError, match="cannot reach .* after 2 retries") as failure:
         store.stat("r/x")
     retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
@@ -280,7 +280,7 @@ def test_an_unreachable_endpoint_fails_after_the_configured_retries_logged(azuri
 MEMORY_SCRIPT = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from backups.storage import open_storage
+from covet.storage import open_storage
 
 MiB = 1 << 20
 SIZE = 200 * MiB

@@ -4,9 +4,9 @@ import stat
 
 import pytest
 
-from backups.errors import StorageError, UsageError
-from backups.storage import object_key, open_storage
-from backups.storage.local import COPY_BUFFER
+from covet.errors import StorageError, UsageError
+from covet.storage import object_key, open_storage
+from covet.storage.local import COPY_BUFFER
 from storage_contract import StorageContract
 
 

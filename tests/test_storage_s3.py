@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from backups.errors import NotFoundError, StorageError, UsageError
-from backups.storage import open_storage
-from backups.storage import s3 as s3_module
+from covet.errors import NotFoundError, StorageError, UsageError
+from covet.storage import open_storage
+from covet.storage import s3 as s3_module
 from moto_server import aws_env, fault_proxy, moto_s3  # noqa: F401  (fixtures)
 from storage_contract import MiB, StorageContract, payload
 
@@ -238,7 +238,7 @@ def peak_rss():
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
 sys.path.insert(0, sys.argv[1])
-from backups.storage import open_storage
+from covet.storage import open_storage
 
 MiB = 1 << 20
 BLOCK = os.urandom(MiB)

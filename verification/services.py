@@ -1,7 +1,7 @@
 """Verification: read a stored backup back whole — checksum, decrypt, decompress."""
 
 from backups import services
-from backups.errors import DamagedError
+from covet.errors import DamagedError
 from backups.models import Backup, JobStatus
 from backups.progress import JobTracker, ProgressCallback
 from verification.models import VerificationRun

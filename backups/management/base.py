@@ -6,7 +6,7 @@ from typing import Iterator
 
 from django.core.management.base import BaseCommand, CommandError
 
-from backups.errors import CovetError
+from covet.errors import CovetError
 from backups.progress import ProgressCallback
 
 

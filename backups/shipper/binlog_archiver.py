@@ -33,9 +33,9 @@ from django.conf import settings
 
 from backups import binlog_window, services
 from backups.archive import Archive
-from backups.engines import mysql
-from backups.engines.tools import private_dir, stderr_tail
-from backups.errors import BusyError, CovetError, ToolError
+from covet.engines import mysql
+from covet.engines.tools import private_dir, stderr_tail
+from covet.errors import BusyError, CovetError, ToolError
 from backups.models import DatabaseTarget
 from backups.shipper.binlog_events import BinlogFile, BinlogFormatError
 

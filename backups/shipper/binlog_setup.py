@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import pymysql
 
 from backups import archive, keys, services
-from backups.engines import mysql
-from backups.engines.tools import private_dir
-from backups.errors import ToolError
+from covet.engines import mysql
+from covet.engines.tools import private_dir
+from covet.errors import ToolError
 from backups.models import DatabaseTarget
 from backups.shipper.binlog_archiver import BINLOG_TOOLS
 

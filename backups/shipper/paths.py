@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from backups.errors import UsageError
+from covet.errors import UsageError
 from backups.models import DatabaseTarget
 
 ENTRY_POINT = Path(__file__).resolve().parent / "covet_wal.py"

@@ -13,9 +13,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from backups.engines import pg_wal
-from backups.engines.tools import read_password
-from backups.errors import ToolError, UsageError
+from covet.engines import pg_wal
+from covet.engines.tools import read_password
+from covet.errors import ToolError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget
 from backups.services import connection_params
 from backups.shipper import covet_wal, paths

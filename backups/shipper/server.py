@@ -24,7 +24,7 @@ from pathlib import Path
 
 from django.db import DatabaseError
 
-from backups.errors import CovetError, UsageError
+from covet.errors import CovetError, UsageError
 from backups.models import DatabaseTarget
 from backups.shipper import covet_wal
 from backups.shipper.store import WalStore

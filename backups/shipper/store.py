@@ -20,8 +20,8 @@ from typing import BinaryIO, Callable
 from django.db import close_old_connections
 
 from backups.archive import Archive
-from backups.engines import pg_wal
-from backups.errors import UsageError
+from covet.engines import pg_wal
+from covet.errors import UsageError
 
 log = logging.getLogger("backups.shipper")
 

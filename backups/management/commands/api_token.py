@@ -12,7 +12,7 @@ from django.utils import timezone
 from knox.models import get_token_model
 
 from backups import services
-from backups.errors import NotFoundError, UsageError
+from covet.errors import NotFoundError, UsageError
 from backups.management.base import CovetCommand
 
 

@@ -3,10 +3,10 @@
 import json
 
 from backups import jobs, services
-from backups.errors import UsageError
+from covet.errors import UsageError
 from backups.management.base import CovetCommand, progress_bar
 from backups.models import Backup
-from backups.pipeline import codecs, crypto
+from covet.pipeline import codecs, crypto
 
 
 def prometheus_lines(backup: Backup) -> str:

@@ -4,7 +4,7 @@ import json
 import signal
 
 from backups import services
-from backups.errors import UsageError
+from covet.errors import UsageError
 from backups.management.base import CovetCommand
 from backups.shipper.binlog_archiver import BinlogArchiver
 

@@ -1,7 +1,7 @@
 """Cancel a pending or running backup, restore or verification."""
 
 from backups import services
-from backups.errors import NotFoundError
+from covet.errors import NotFoundError
 from backups.management.base import CovetCommand
 from restores.models import RestoreRequest
 from verification.models import VerificationRun

@@ -4,8 +4,8 @@ import json
 from argparse import BooleanOptionalAction
 
 from backups import jobs, services
-from backups.engines import RestoreOptions
-from backups.errors import UsageError
+from covet.engines import RestoreOptions
+from covet.errors import UsageError
 from backups.management.base import CovetCommand, progress_bar
 from restores.pitr import create_pitr_restore, destination, recovery_target
 from restores.services import create_restore, run_restore

@@ -5,9 +5,9 @@ import signal
 
 from backups import services
 from backups.archive import Archive
-from backups.errors import UsageError
+from covet.errors import UsageError
 from backups.management.base import CovetCommand
-from backups.pipeline import codecs
+from covet.pipeline import codecs
 from backups.shipper import paths
 from backups.shipper.server import Shipper
 from backups.shipper.store import WalStore

@@ -1,7 +1,7 @@
 """Set up point-in-time recovery for a target: archive key, server settings, and a check of the whole path."""
 
 from backups import archive, keys, services
-from backups.errors import UsageError
+from covet.errors import UsageError
 from backups.management.base import CovetCommand
 from backups.shipper import paths, pg_setup
 

@@ -3,7 +3,7 @@
 import json
 
 from backups import services
-from backups.errors import UsageError
+from covet.errors import UsageError
 from backups.management.base import CovetCommand
 from backups.models import Storage
 

@@ -3,7 +3,7 @@
 import json
 
 from backups import jobs, services
-from backups.errors import CovetError, DamagedError, UsageError
+from covet.errors import CovetError, DamagedError, UsageError
 from backups.management.base import CovetCommand, progress_bar
 from backups.models import Backup, JobStatus
 from verification.services import create_verification, run_verification

@@ -70,8 +70,8 @@ from azure.storage.blob import (
     StandardBlobTier,
 )
 
-from backups.errors import CovetError, NotFoundError, StorageError, UsageError
-from backups.storage.base import ObjectInfo, Storage, check_key
+from covet.errors import CovetError, NotFoundError, StorageError, UsageError
+from covet.storage.base import ObjectInfo, Storage, check_key
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from backups.errors import DamagedError, UsageError
+from covet.errors import DamagedError, UsageError
 
 MAGIC = b"PGDMP"
 FORMAT_CUSTOM = 1

@@ -48,8 +48,8 @@ from botocore.exceptions import ConnectionError as EndpointUnreachableError
 from botocore.exceptions import (CredentialRetrievalError, HTTPClientError, NoCredentialsError,
                                  ParamValidationError, PartialCredentialsError, ProfileNotFound)
 
-from backups.errors import CovetError, NotFoundError, StorageError, UsageError
-from backups.storage.base import ObjectInfo, Storage, check_key
+from covet.errors import CovetError, NotFoundError, StorageError, UsageError
+from covet.storage.base import ObjectInfo, Storage, check_key
 
 log = logging.getLogger(__name__)
 

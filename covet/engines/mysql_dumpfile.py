@@ -13,7 +13,7 @@ a section marker, and nothing of a dropped section is ever sent.
 import re
 from typing import BinaryIO
 
-from backups.errors import NotFoundError
+from covet.errors import NotFoundError
 
 READ_SIZE = 1024 * 1024
 _MARKER = re.compile(

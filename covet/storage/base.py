@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from backups.errors import UsageError
+from covet.errors import UsageError
 
 _SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9._@+=-]+$")
 

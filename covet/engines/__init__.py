@@ -2,14 +2,14 @@
 
 from importlib import import_module
 
-from backups.engines.base import (ConnectionParams, Dump, DumpOptions, Engine, RestoreOptions, RestoreResult,
+from covet.engines.base import (ConnectionParams, Dump, DumpOptions, Engine, RestoreOptions, RestoreResult,
                                   compare_manifests, compared_tables)
-from backups.errors import UsageError
+from covet.errors import UsageError
 
 ENGINES = {
-    "sqlite": "backups.engines.sqlite.SqliteEngine",
-    "postgresql": "backups.engines.postgres.PostgresEngine",
-    "mysql": "backups.engines.mysql.MysqlEngine",
+    "sqlite": "covet.engines.sqlite.SqliteEngine",
+    "postgresql": "covet.engines.postgres.PostgresEngine",
+    "mysql": "covet.engines.mysql.MysqlEngine",
 }
 
 

@@ -5,8 +5,8 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from backups.errors import NotFoundError, StorageError, UsageError
-from backups.storage.base import ObjectInfo, Storage, check_key
+from covet.errors import NotFoundError, StorageError, UsageError
+from covet.storage.base import ObjectInfo, Storage, check_key
 
 # Large enough that writes are not syscall-bound, small enough to stay far
 # below the pipeline's memory bound. Not 2 MiB or more: Linux then backs the

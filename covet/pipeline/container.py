@@ -24,8 +24,8 @@ from typing import BinaryIO, Callable
 
 from cryptography.exceptions import InvalidTag
 
-from backups.errors import DamagedError, MissingKeyError, UsageError, WrongKeyError
-from backups.pipeline import codecs, crypto
+from covet.errors import DamagedError, MissingKeyError, UsageError, WrongKeyError
+from covet.pipeline import codecs, crypto
 
 MAGIC = b"\x89CVB\r\n\x1a\n"
 VERSION = 1

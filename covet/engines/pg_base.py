@@ -19,9 +19,9 @@ from typing import BinaryIO, Iterator, Sequence
 
 import psycopg
 
-from backups.engines.base import Dump
-from backups.engines.tools import EndHook, PipeFeeder, ToolStream
-from backups.errors import DamagedError, ToolError, UsageError
+from covet.engines.base import Dump
+from covet.engines.tools import EndHook, PipeFeeder, ToolStream
+from covet.errors import DamagedError, ToolError, UsageError
 
 START_POINT = re.compile(r"write-ahead log start point: ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)")
 END_POINT = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")

@@ -6,13 +6,13 @@ Azure SDK) is never imported.
 
 from importlib import import_module
 
-from backups.errors import UsageError
-from backups.storage.base import ObjectInfo, Storage, object_key, safe_component
+from covet.errors import UsageError
+from covet.storage.base import ObjectInfo, Storage, object_key, safe_component
 
 KINDS = {
-    "local": "backups.storage.local.LocalStorage",
-    "s3": "backups.storage.s3.S3Storage",
-    "azure": "backups.storage.azure.AzureStorage",
+    "local": "covet.storage.local.LocalStorage",
+    "s3": "covet.storage.s3.S3Storage",
+    "azure": "covet.storage.azure.AzureStorage",
 }
 
 

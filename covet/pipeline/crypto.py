@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from backups.errors import DamagedError, MissingKeyError, NotFoundError, UsageError, WrongKeyError
+from covet.errors import DamagedError, MissingKeyError, NotFoundError, UsageError, WrongKeyError
 
 CIPHERS = ("none", "aes-256-gcm", "chacha20-poly1305", "aes-256-cbc")
 KEY_SIZE = 32

@@ -7,7 +7,7 @@ never models, so workers, commands and the shipper can all call them.
 from dataclasses import dataclass, field
 from typing import BinaryIO, ContextManager
 
-from backups.errors import UsageError
+from covet.errors import UsageError
 
 # Tables whose data is below this size are counted exactly for the row-count
 # manifest (COUNT(*) in the dump's snapshot, while the dump runs); larger ones

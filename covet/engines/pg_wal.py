@@ -9,7 +9,7 @@ list for a timeline its ancestors and the LSN where each one was left.
 import re
 from dataclasses import dataclass
 
-from backups.errors import UsageError
+from covet.errors import UsageError
 
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")

@@ -26,13 +26,13 @@ from typing import BinaryIO, Iterator
 
 import pymysql
 
-from backups.engines import mysql_grants
-from backups.engines.mysql_dumpfile import TableFilter
-from backups.engines.base import (ROW_COUNT_EXACT_LIMIT, Dump, DumpOptions, Engine, RestoreOptions,
+from covet.engines import mysql_grants
+from covet.engines.mysql_dumpfile import TableFilter
+from covet.engines.base import (ROW_COUNT_EXACT_LIMIT, Dump, DumpOptions, Engine, RestoreOptions,
                                   RestoreResult)
-from backups.engines.tools import STDERR_TAIL, EndHook, ToolStream, private_dir, read_password, tool_env, \
+from covet.engines.tools import STDERR_TAIL, EndHook, ToolStream, private_dir, read_password, tool_env, \
     write_secret_file
-from backups.errors import NotFoundError, ToolError, UsageError
+from covet.errors import NotFoundError, ToolError, UsageError
 
 DUMP_TOOLS = ("mariadb-dump", "mysqldump")
 CLIENT_TOOLS = ("mariadb", "mysql")

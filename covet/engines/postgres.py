@@ -38,12 +38,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from backups.engines import pg_base, pg_toc
-from backups.engines.base import (ROW_COUNT_EXACT_LIMIT, Dump, DumpOptions, Engine, RestoreOptions,
+from covet.engines import pg_base, pg_toc
+from covet.engines.base import (ROW_COUNT_EXACT_LIMIT, Dump, DumpOptions, Engine, RestoreOptions,
                                   RestoreResult)
-from backups.engines.tools import (EndHook, ToolStream, private_dir, read_password, run_tool, stderr_tail, tool_env,
+from covet.engines.tools import (EndHook, ToolStream, private_dir, read_password, run_tool, stderr_tail, tool_env,
                                    write_secret_file)
-from backups.errors import CovetError, DamagedError, NotFoundError, ToolError, UsageError
+from covet.errors import CovetError, DamagedError, NotFoundError, ToolError, UsageError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import IO, Callable, Iterator, Sequence
 
-from backups.errors import ToolError
+from covet.errors import ToolError
 
 STDERR_TAIL = 4000  # characters of a tool's stderr kept for the error message
 # A dump tool's stdout pipe holds this much instead of Linux's default 64 KiB

@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from backups.engines.base import Dump, DumpOptions, Engine, RestoreOptions, RestoreResult
-from backups.errors import DamagedError, NotFoundError, ToolError, UsageError
+from covet.engines.base import Dump, DumpOptions, Engine, RestoreOptions, RestoreResult
+from covet.errors import DamagedError, NotFoundError, ToolError, UsageError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 COPY_BUFFER = 1024 * 1024

@@ -24,7 +24,7 @@ from typing import Protocol
 import lz4.frame
 import zstandard
 
-from backups.errors import DamagedError, UsageError
+from covet.errors import DamagedError, UsageError
 
 CODECS = ("none", "gzip", "bzip2", "zstd", "lz4")
 DEFAULT_LEVEL = {"none": 0, "gzip": 6, "bzip2": 9, "zstd": 3, "lz4": 0}
