@@ -3,6 +3,9 @@
 from django import forms
 from django.contrib import admin
 
+from backups.services.targets import set_target_password
+from core.audit import audit
+from core.web import request_source
 from backups.models import ArchivedLog, AuditEvent, Backup, BackupCopy, BackupPolicy, DatabaseTarget, Storage
 
 
@@ -30,13 +33,11 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
         return bool(obj.password_ref)
 
     def save_model(self, request, obj, form, change):
-        from backups import services  # the services pull in the pipeline; keep admin import light
-
         super().save_model(request, obj, form, change)
         if form.cleaned_data.get("password"):
-            services.set_target_password(obj, form.cleaned_data["password"])
-        services.audit(request.user.username, "target.change" if change else "target.add", "target", obj.name,
-                       request.META.get("REMOTE_ADDR", ""))
+            set_target_password(obj, form.cleaned_data["password"])
+        audit(request.user.username, "target.change" if change else "target.add", "target", obj.name,
+                       request_source(request))
 
 
 @admin.register(Storage)

@@ -50,7 +50,9 @@ INSTALLED_APPS = [
     "knox",
     "drf_spectacular",
     "django_rq",
+    "core",
     "backups",
+    "archiving",
     "restores",
     "verification",
 ]
@@ -130,6 +132,9 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 COVET_JOB_TIMEOUT = env.int("COVET_JOB_TIMEOUT", default=24 * 3600)
 # How long a base backup waits for the archive to receive the WAL it needs
 # (its last segment is switched out when it ends); later checks catch up.
+# A backup or verification that fails for a reason a retry can mend (storage or
+# queue briefly down, target busy) runs again after these delays (seconds).
+COVET_JOB_RETRY_DELAYS = [int(delay) for delay in env.list("COVET_JOB_RETRY_DELAYS", default=["60", "300"])]
 COVET_BASE_WAL_WAIT = env.float("COVET_BASE_WAL_WAIT", default=60.0)
 # A PITR restore writes a data directory, so it runs on the host that keeps it:
 # each such host has a queue "restores-<host>" its worker listens on.
@@ -160,7 +165,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "backups.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.api_errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Covet Backup API",

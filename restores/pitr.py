@@ -15,10 +15,11 @@ from datetime import datetime, timezone as dt_timezone
 
 from django.utils.dateparse import parse_datetime
 
-from backups import services
+
 from covet.errors import NotFoundError, UsageError
 from backups.models import Backup, DatabaseTarget, JobStatus
 from restores.models import RestoreRequest
+from core.audit import audit
 
 ENGINE_MODULES = {"postgresql": "restores.pitr_postgres", "mysql": "restores.pitr_mysql"}
 
@@ -131,7 +132,7 @@ def create_pitr_restore(target: DatabaseTarget, recovery: RecoveryTarget, destin
     request = RestoreRequest.objects.create(
         backup=backup, target_database=location, output_path=location, requested_by=requested_by,
         pitr={"recovery": recovery.to_json(), "destination": destination, "plan": plan})
-    services.audit(requested_by, "restore.create", "backup", backup.id, source, restore=request.pk,
+    audit(requested_by, "restore.create", "backup", backup.id, source, restore=request.pk,
                    pitr=recovery.describe(), destination=location)
     return request
 

@@ -38,17 +38,20 @@ from pathlib import Path
 
 import pymysql
 
-from backups import binlog_window, services
-from backups.archive import Archive
+from archiving import binlog_window
+from archiving.archive import Archive
 from covet.engines import RestoreOptions, mysql
 from covet.engines.mysql_grants import quote_identifier
 from covet.engines.tools import EndHook, private_dir, stderr_tail, tool_env
 from covet.errors import NotFoundError, ToolError, UsageError, WrongKeyError
 from backups.models import ArchivedLog, Backup, DatabaseTarget
-from backups.progress import JobTracker
-from backups.shipper.binlog_archiver import BINLOG_TOOLS
+from core.progress import JobTracker
+from archiving.binlog_archiver import BINLOG_TOOLS
 from backups.shipper.binlog_events import FIRST_EVENT, BinlogFile, Group, gtid_in_range, parse_gtid
 from restores.models import RestoreRequest
+from backups.services.reading import finish_reading, open_plaintext
+from backups.services.targets import target_engine
+from core.lifecycle import job_tmp_dir
 
 COPY_BUFFER = 1024 * 1024
 RESOLUTION = ("binlog event times have one-second resolution: transactions in the same second as the target "
@@ -231,7 +234,7 @@ def check(backup: Backup, recovery, destination: dict) -> dict:
         raise UsageError(f"backup {backup.id} has no usable binlog coordinates "
                          f"({backup.engine_meta.get('pitr_reason', 'not recorded')}); choose another backup")
     files = _needed_files(backup, recovery)
-    engine = services.target_engine(backup.target, str(services.job_tmp_dir(backup)))
+    engine = target_engine(backup.target, str(job_tmp_dir(backup)))
     _refuse_existing(engine, database)
     name, position = binlog_window.coordinates(backup)
     plan = {"source_database": source, "database": database, "start": f"{name}:{position}",
@@ -453,16 +456,16 @@ def run(request: RestoreRequest, recovery, passphrase_file: str | None, key_file
     target = backup.target
     source = _source_database(backup)
     database = _new_database(request.pitr.get("destination"), source)
-    tmp = services.job_tmp_dir(request)
-    engine = services.target_engine(target, str(tmp))
+    tmp = job_tmp_dir(request)
+    engine = target_engine(target, str(tmp))
     archive = _open_archive(target, passphrase_file, key_file)
     expected_binlogs = sum(row.size for row in _needed_files(backup, recovery))
     with JobTracker(request, (backup.stored_bytes or 0) + 2 * expected_binlogs, on_progress) as tracker, \
             private_dir(str(tmp), "covet-pitr-") as spool:
         plan = _fetch_and_scan(backup, recovery, source, archive, spool, tracker)
         _refuse_existing(engine, database)
-        with services.open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
-            restored = engine.restore(EndHook(plain, lambda: services.finish_reading(checked)), database,
+        with open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
+            restored = engine.restore(EndHook(plain, lambda: finish_reading(checked)), database,
                                       RestoreOptions(without_binlog=True))
         try:
             _replay(engine, plan, source, database, spool, tracker)

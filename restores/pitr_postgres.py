@@ -30,15 +30,17 @@ from typing import Callable
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from backups import archive, services
+from archiving import archive
 from covet.engines import pg_base, pg_wal
 from covet.engines.postgres import PG_LIB_DIR
 from covet.errors import CovetError, DamagedError, NotFoundError, ToolError, UsageError
 from backups.models import ArchivedLog, Backup, DatabaseTarget, JobStatus
-from backups.progress import JobTracker
-from backups.shipper import paths as shipper_paths
+from core.progress import JobTracker
+from archiving import paths as shipper_paths
 from restores.pitr import RecoveryTarget
 from restores.wal_spool import WalSpool
+from backups.services.reading import finish_reading, open_plaintext
+from archiving.windows import missing_base_wal, refresh_usable, wal_window
 
 START_TIMEOUT = 120  # seconds for pg_ctl to see the server accept connections
 RECOVERY_POLL = 0.1
@@ -58,7 +60,7 @@ class WalGapError(DamagedError):
 
 
 def _base_backups(target: DatabaseTarget):
-    archive.refresh_usable(target)
+    refresh_usable(target)
     return Backup.objects.filter(target=target, backup_type="base", status=JobStatus.COMPLETED,
                                  usable=True).order_by("-finished_at")
 
@@ -87,7 +89,7 @@ def choose_backup(target: DatabaseTarget, recovery: RecoveryTarget) -> Backup:
 
 
 def _window_text(target: DatabaseTarget) -> str:
-    windows = archive.wal_window(target)
+    windows = wal_window(target)
     if not windows:
         return "the archive has no recoverable window yet"
     spans = ", ".join(f"{w['from'].isoformat()} to {w['to'].isoformat()} (from {w['backup']})"
@@ -106,7 +108,7 @@ def check(backup: Backup, recovery: RecoveryTarget, destination: dict) -> dict:
         raise UsageError(f"backup {backup.id} is a logical dump; point-in-time recovery of PostgreSQL starts "
                          "from a base backup (backup_database --type base)")
     target = backup.target
-    missing = [] if backup.usable else archive.missing_base_wal(backup)
+    missing = [] if backup.usable else missing_base_wal(backup)
     if missing:
         raise WalGapError(f"base backup {backup.id} is not usable yet: the archive lacks {', '.join(missing)}")
     _check_destination(destination, target)
@@ -278,9 +280,9 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
                 try:
                     data_dir.mkdir(mode=0o700, exist_ok=True)
                     _hand_over(user, data_dir)
-                    with services.open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
+                    with open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
                         members = pg_base.unpack(plain, data_dir, _as_user(user, []))
-                        services.finish_reading(checked)
+                        finish_reading(checked)
                     unpacked = time.monotonic() - began
                 except BaseException:
                     spool.stop()  # no point staging the rest

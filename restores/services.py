@@ -6,14 +6,19 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from backups import services
+
 from covet.engines import RestoreOptions, compare_manifests, compared_tables
 from covet.engines.tools import EndHook
 from covet.errors import DamagedError, NotFoundError, UsageError
 from backups.models import Backup, JobStatus
-from backups.progress import JobTracker, ProgressCallback
+from core.progress import JobTracker, ProgressCallback
 from restores.models import RestoreRequest
 from restores.pitr import run_pitr
+from backups.services.copies import backup_locations, mark_location_bad
+from backups.services.reading import finish_reading, open_plaintext, read_extras
+from backups.services.targets import target_engine
+from core.audit import audit
+from core.lifecycle import end_job, error_text, failure_status, job_tmp_dir, start_job
 
 COPY_BUFFER = 1024 * 1024
 PARTIAL_SUFFIX = ".restoring"
@@ -53,7 +58,7 @@ def create_restore(backup: Backup, target_database: str = "", download_only: boo
     request = RestoreRequest.objects.create(backup=backup, target_database=target_database,
                                             download_only=download_only, output_path=output_path,
                                             requested_by=requested_by, options=asdict(options))
-    services.audit(requested_by, "restore.create", "backup", backup.id, source, restore=request.pk,
+    audit(requested_by, "restore.create", "backup", backup.id, source, restore=request.pk,
                    target_database=target_database, download_only=download_only, options=request.options)
     return request
 
@@ -69,7 +74,7 @@ def run_restore(request_id: int, passphrase_file: str | None = None, key_file: s
     request = RestoreRequest.objects.select_related("backup__target", "backup__storage").get(pk=request_id)
     backup = request.backup
     options = RestoreOptions(**{**request.options, "tables": tuple(request.options.get("tables", ()))})
-    services.start_job(request)
+    start_job(request)
     result = {}
     try:
         if request.pitr:
@@ -77,7 +82,7 @@ def run_restore(request_id: int, passphrase_file: str | None = None, key_file: s
         else:
             result = _restore_from_a_healthy_copy(request, options, passphrase_file, key_file, on_progress)
         if not request.download_only and not request.pitr and backup.manifest:
-            engine = services.target_engine(backup.target, services.job_tmp_dir(request))
+            engine = target_engine(backup.target, job_tmp_dir(request))
             # Only exact counts are compared, so only those tables are counted:
             # the estimated ones are the largest, and scanning them is slow.
             counted = compared_tables(backup.manifest, options.tables)
@@ -85,14 +90,14 @@ def run_restore(request_id: int, passphrase_file: str | None = None, key_file: s
             result["row_counts"] = compare_manifests(backup.manifest, actual, options.tables)
             _check_row_counts(backup, result)
     except BaseException as exc:
-        services.end_job(request, services.failure_status(exc), services.error_text(exc), result=result)
-        services.audit(request.requested_by, "backup.restore", "backup", backup.id, result=request.status,
+        end_job(request, failure_status(exc), error_text(exc), result=result)
+        audit(request.requested_by, "backup.restore", "backup", backup.id, result=request.status,
                        restore=request.pk, error=request.error)
         raise
     finally:
-        shutil.rmtree(services.job_tmp_dir(request), ignore_errors=True)
-    services.end_job(request, JobStatus.COMPLETED, result=result)
-    services.audit(request.requested_by, "backup.restore", "backup", backup.id, restore=request.pk,
+        shutil.rmtree(job_tmp_dir(request), ignore_errors=True)
+    end_job(request, JobStatus.COMPLETED, result=result)
+    audit(request.requested_by, "backup.restore", "backup", backup.id, restore=request.pk,
                    location=result["location"])
     return request
 
@@ -104,14 +109,14 @@ def _restore_from_a_healthy_copy(request: RestoreRequest, options: RestoreOption
     # attempt starts clean. A wrong key is no reason to try elsewhere.
     backup = request.backup
     fallbacks = []
-    locations = services.backup_locations(backup)
+    locations = backup_locations(backup)
     for index, storage in enumerate(locations):
         try:
             result = _restore_from(request, options, storage, passphrase_file, key_file, on_progress)
         except (NotFoundError, DamagedError) as exc:
             if index + 1 == len(locations):
                 raise
-            services.mark_location_bad(backup, storage, exc)
+            mark_location_bad(backup, storage, exc)
             fallbacks.append({"storage": storage.name, "error": str(exc)})
             continue
         result["read_from"] = storage.name
@@ -126,13 +131,13 @@ def _restore_from(request: RestoreRequest, options: RestoreOptions, storage, pas
     backup = request.backup
     if options.clean and not request.download_only:
         _verifying_pass(backup, passphrase_file, key_file, storage)
-    extras = services.read_extras(backup, passphrase_file, key_file, storage) if options.with_globals else {}
+    extras = read_extras(backup, passphrase_file, key_file, storage) if options.with_globals else {}
     with JobTracker(request, backup.stored_bytes, on_progress) as tracker, \
-            services.open_plaintext(backup, passphrase_file, key_file, tracker, storage=storage) as (plain, checked):
-        verified = EndHook(plain, lambda: services.finish_reading(checked))
+            open_plaintext(backup, passphrase_file, key_file, tracker, storage=storage) as (plain, checked):
+        verified = EndHook(plain, lambda: finish_reading(checked))
         if request.download_only:
             return {"location": _write_file(verified, Path(request.output_path))}
-        engine = services.target_engine(backup.target, services.job_tmp_dir(request))
+        engine = target_engine(backup.target, job_tmp_dir(request))
         restored = engine.restore(verified, request.target_database, options, extras)
         return {"location": restored.location, **restored.detail}
 
@@ -140,10 +145,10 @@ def _restore_from(request: RestoreRequest, options: RestoreOptions, storage, pas
 def _verifying_pass(backup: Backup, passphrase_file: str | None, key_file: str | None, storage) -> None:
     # Replacing an existing database destroys it: read and authenticate the
     # whole backup first, so a damaged one can never get that far.
-    with services.open_plaintext(backup, passphrase_file, key_file, storage=storage) as (plain, checked):
+    with open_plaintext(backup, passphrase_file, key_file, storage=storage) as (plain, checked):
         while plain.read(COPY_BUFFER):
             pass
-        services.finish_reading(checked)
+        finish_reading(checked)
 
 
 def _check_row_counts(backup: Backup, result: dict) -> None:

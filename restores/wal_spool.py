@@ -24,10 +24,10 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from backups.archive import Archive
+from archiving.archive import Archive
 from covet.errors import CovetError, DamagedError
 from backups.models import ArchivedLog
-from backups.shipper import covet_wal
+from archiving import covet_wal
 
 
 class WalSpool:

@@ -149,26 +149,26 @@ def cli(settings, transactional_db):
 @pytest.fixture
 def target(sample_sqlite):
     """A registered SQLite target named app."""
-    from backups import services
+    from backups.services.targets import add_target
 
-    return services.add_target("app", "sqlite", str(sample_sqlite))
+    return add_target("app", "sqlite", str(sample_sqlite))
 
 
 def catalog_row(target, created_at=None, status="completed", database=""):
     """A catalog row as a finished job would leave it, without running anything."""
     from datetime import datetime, timezone
 
-    from backups import services
     from backups.models import Backup
+    from backups.services.storages import default_storage
 
     return Backup.objects.create(target=target, database_name=database or target.database,
-                                 storage=services.default_storage(), compression="zstd", cipher="none",
+                                 storage=default_storage(), compression="zstd", cipher="none",
                                  status=status, created_at=created_at or datetime.now(timezone.utc))
 
 
 def completed_backup(target, user="admin"):
     """A real, encrypted backup of ``target`` run in this process."""
-    from backups import services
+    from backups.services.runs import BackupRequest, create_backup, run_backup
 
-    backup = services.create_backup(services.BackupRequest(target=target, initiated_by=user, tags={"env": "test"}))
-    return services.run_backup(backup.id)
+    backup = create_backup(BackupRequest(target=target, initiated_by=user, tags={"env": "test"}))
+    return run_backup(backup.id)

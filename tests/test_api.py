@@ -14,10 +14,12 @@ from knox.models import AuthToken
 from rest_framework.test import APIClient
 from rq.job import Job
 
-from backups import services
+
 from backups.models import AuditEvent, Backup, JobStatus
 from conftest import catalog_row, completed_backup, wait_for
 from verification.models import VerificationRun
+from backups.services.catalog import backup_summary
+from backups.services.targets import add_target, get_target
 
 SECRET_PASSWORD = "hunter2-not-for-output"
 
@@ -124,7 +126,7 @@ def test_the_login_endpoint_trades_a_password_for_a_token(client, admin_user):
 
 @pytest.mark.django_db
 def test_the_list_is_newest_first_paginated_and_filtered(api, target):
-    pg = services.add_target("pg", "postgresql", "shop", host="db.example", port=5432, user="covet")
+    pg = add_target("pg", "postgresql", "shop", host="db.example", port=5432, user="covet")
     day = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
     old = catalog_row(target, day - timedelta(days=2))
     failed = catalog_row(target, day, status=JobStatus.FAILED)
@@ -166,7 +168,7 @@ def test_the_detail_has_all_metadata_progress_and_verifications_but_no_wrapped_k
     response = api.get(f"/api/backups/{backup.id}/")
     assert response.status_code == 200
     body = response.json()
-    summary = services.backup_summary(backup)
+    summary = backup_summary(backup)
     for key, value in summary.items():
         if not key.endswith("_at"):
             assert body[key] == value, key
@@ -341,7 +343,7 @@ def test_a_target_password_goes_to_a_0600_file_and_never_comes_back(api, setting
     response = api.post("/api/targets/", {"name": "app", "engine": "sqlite", "database": str(sample_sqlite)},
                         format="json")
     assert response.status_code == 201 and response.json()["has_password"] is False
-    catalog_row(services.get_target("app"))
+    catalog_row(get_target("app"))
     response = api.delete("/api/targets/app/")
     assert response.status_code == 400 and "still has 1 backup" in response.json()["error"]
     assert api.delete("/api/targets/shop/").status_code == 204

@@ -4,10 +4,11 @@ import io
 
 import pytest
 
-from backups import archive
+from archiving import archive
 from covet.errors import DamagedError, UsageError
 from covet.engines import pg_wal
 from backups.models import ArchivedLog, DatabaseTarget
+from archiving.windows import wal_gaps, wal_ranges
 
 pytestmark = pytest.mark.django_db
 
@@ -100,8 +101,8 @@ def test_ranges_and_gaps(pg_target):
     for number in (1, 2, 3, 6, 7, 0x100, 0xFF):
         name = pg_wal.segment_name(1, number)
         store.store(name, io.BytesIO(name.encode()), 1)
-    assert archive.wal_ranges(pg_target) == {1: [(1, 3), (6, 7), (0xFF, 0x100)]}
-    assert archive.wal_gaps(pg_target)[0] == {"timeline": 1, "first_missing": "000000010000000000000004",
+    assert wal_ranges(pg_target) == {1: [(1, 3), (6, 7), (0xFF, 0x100)]}
+    assert wal_gaps(pg_target)[0] == {"timeline": 1, "first_missing": "000000010000000000000004",
                                               "last_missing": "000000010000000000000005"}
 
 
@@ -119,7 +120,7 @@ def test_recovery_path_follows_timeline_history():
 
 
 def test_rebuild_catalog_restores_the_archive_key_and_archived_files(pg_target):
-    from backups.rebuild import rebuild_catalog
+    from backups.services.rebuild import rebuild_catalog
 
     store = archive.Archive(pg_target)
     names = [pg_wal.segment_name(1, n) for n in (1, 2)] + ["00000002.history"]

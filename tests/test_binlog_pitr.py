@@ -16,18 +16,21 @@ from datetime import datetime, timezone
 
 import pytest
 
-from backups import binlog_window, services
-from backups.archive import archive_summary
+from archiving import binlog_window
+
 from covet.errors import DamagedError, NotFoundError, ToolError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget
-from backups.shipper import binlog_setup
-from backups.shipper.binlog_archiver import BinlogArchiver
+from archiving import binlog_setup
+from archiving.binlog_archiver import BinlogArchiver
 from binlog_fixtures import (BinlogServer, Load, ids, insert, master_status, next_second, schema_exists,
                              server_binlogs, sha256_file)
 from conftest import REPO, wait_for, worker_env
 from mysql_fixtures import connect, execute, private_base, q, unique
 from restores.pitr import create_pitr_restore, recovery_target
 from restores.services import run_restore
+from backups.services.runs import BackupRequest, create_backup, run_backup
+from backups.services.targets import add_target
+from archiving.windows import archive_summary
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,7 +56,7 @@ def shop(conn, server, default_key, backup_dir):
     execute(conn, f"CREATE DATABASE {q(schema)}",
             f"CREATE TABLE {q(schema)}.orders (id INT PRIMARY KEY, note VARCHAR(40))")
     insert(conn, schema, range(1, 11))
-    target = services.add_target(schema.replace("_", "-"), "mysql", schema, host=server.socket, user="root")
+    target = add_target(schema.replace("_", "-"), "mysql", schema, host=server.socket, user="root")
     out = io.StringIO()
     binlog_setup.setup(target, {}, out)
     assert "archiving is on" in out.getvalue()
@@ -63,8 +66,8 @@ def shop(conn, server, default_key, backup_dir):
 
 
 def full_backup(target):
-    backup = services.create_backup(services.BackupRequest(target=target, initiated_by="test"))
-    backup = services.run_backup(backup.id)
+    backup = create_backup(BackupRequest(target=target, initiated_by="test"))
+    backup = run_backup(backup.id)
     assert backup.engine_meta["pitr_possible"], backup.engine_meta
     return backup
 
@@ -243,7 +246,7 @@ def test_setup_checks_say_what_to_change(shop, conn, server):
         assert "applied for new sessions: binlog_format=ROW" in out.getvalue()
     finally:
         execute(conn, "SET GLOBAL binlog_format = 'ROW'")
-    shared = services.add_target("shared-mariadb", "mysql", "mysql", user="root")
+    shared = add_target("shared-mariadb", "mysql", "mysql", user="root")
     with pytest.raises(ToolError, match="log_bin is OFF, add log_bin="):
         binlog_setup.setup(shared, {}, io.StringIO())
     assert not DatabaseTarget.objects.get(pk=shared.pk).pitr_enabled

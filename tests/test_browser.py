@@ -6,8 +6,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from backups import services
+
 from backups.models import Backup
+from backups.services.targets import add_target
 
 pytestmark = pytest.mark.browser
 
@@ -33,7 +34,7 @@ def browser(tmp_path):
 
 def test_a_backup_started_from_the_dashboard_completes_live(
         browser, live_server, admin_user, sample_sqlite, default_key, backup_dir, rq_worker):
-    services.add_target("app", "sqlite", str(sample_sqlite))
+    add_target("app", "sqlite", str(sample_sqlite))
 
     browser.get(f"{live_server.url}/")
     assert "/accounts/login/" in browser.current_url

@@ -604,15 +604,16 @@ def test_path_tools_are_used_only_when_new_enough(tmp_path):
 
 def test_a_backup_without_suitable_tools_fails_with_exit_5_naming_what_is_needed(cli, monkeypatch, default_key,
                                                                                 backup_dir, pg, tmp_path):
-    from backups import services
+    from backups.services.runs import BackupRequest, create_backup, run_backup
+    from backups.services.targets import add_target
 
     monkeypatch.setattr(postgres, "PG_LIB_DIR", tmp_path)
     monkeypatch.setattr(postgres, "TOOL_SEARCH_PATH", str(tmp_path))
     source = pg.create()
-    target = services.add_target("pg", "postgresql", source, host="127.0.0.1", port=5432, user="postgres")
-    pending = services.create_backup(services.BackupRequest(target=target))
+    target = add_target("pg", "postgresql", source, host="127.0.0.1", port=5432, user="postgres")
+    pending = create_backup(BackupRequest(target=target))
     with pytest.raises(ToolError) as raised:
-        services.run_backup(pending.id)
+        run_backup(pending.id)
     assert raised.value.exit_code == 5
     assert "installed: none" in str(raised.value)
     failed = Backup.objects.get(pk=pending.pk)

@@ -7,10 +7,14 @@ import psutil
 import pytest
 from django.core.management import call_command
 
-from backups import jobs, services
+from backups import jobs
 from covet.errors import BusyError, QueueUnavailableError, StorageError
 from backups.models import Backup, DatabaseTarget
 from conftest import wait_for
+from backups.services.runs import BackupRequest, create_backup, run_backup
+from backups.services.targets import adhoc_target
+from core.cancel import request_cancel
+from core.lifecycle import job_tmp_dir
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,8 +33,8 @@ def big_sqlite(tmp_path):
 
 
 def make_backup(db, codec="zstd") -> Backup:
-    target = services.adhoc_target("sqlite", str(db))
-    return services.create_backup(services.BackupRequest(target=target, compression=codec, initiated_by="tester"))
+    target = adhoc_target("sqlite", str(db))
+    return create_backup(BackupRequest(target=target, compression=codec, initiated_by="tester"))
 
 
 def fresh(backup) -> Backup:
@@ -56,7 +60,7 @@ def test_a_second_backup_of_a_busy_target_is_refused(rq_worker, big_sqlite, defa
     wait_for(lambda: fresh(first).status == "running", 30, message="first backup to start")
     with pytest.raises(BusyError, match=first.id):
         make_backup(big_sqlite)
-    services.request_cancel(fresh(first), "tester")
+    request_cancel(fresh(first), "tester")
     wait_for(lambda: fresh(first).status == "cancelled", 30, message="cancel")
 
 
@@ -88,7 +92,7 @@ def test_a_worker_killed_mid_backup_is_noticed_and_cleaned_up(rq_worker, big_sql
     partial = backup_dir / running.storage_key
     partial = partial.with_name("." + partial.name + ".partial")
     assert partial.exists()
-    scratch = services.job_tmp_dir(running)
+    scratch = job_tmp_dir(running)
     assert scratch.exists()
 
     # RQ runs each job in a forked work horse in a session of its own: kill it too, as a crash or the
@@ -132,7 +136,7 @@ def test_a_storage_that_is_down_during_cleanup_still_leaves_the_backup_failed(mo
     monkeypatch.setattr(LocalStorage, "abort", down)
     backup = make_backup(sample_sqlite)
     with pytest.raises(StorageError):
-        services.run_backup(backup.id)
+        run_backup(backup.id)
     failed = fresh(backup)
     assert failed.status == "failed" and "could not be removed yet" in failed.error
     assert DatabaseTarget.objects.get(pk=failed.target_id).running_backup == ""

@@ -6,11 +6,13 @@ import django_rq
 import pytest
 from django.contrib.messages import get_messages
 
-from backups import services
+
 from backups.models import AuditEvent, Backup, JobStatus
 from conftest import catalog_row, completed_backup
 from restores.models import RestoreRequest
 from verification.models import VerificationRun
+from backups.services.catalog import backup_summary
+from backups.services.targets import add_target
 
 # django-rq defers enqueueing to the commit of a test transaction, so tests that queue jobs run outside one.
 queues_jobs = pytest.mark.django_db(transaction=True)
@@ -73,7 +75,7 @@ def test_signing_in_and_out_through_the_form(client, admin_user):
 
 @pytest.mark.django_db
 def test_the_dashboard_lists_newest_first_and_filters(signed_in, target):
-    pg = services.add_target("pg", "postgresql", "shop", host="db.example")
+    pg = add_target("pg", "postgresql", "shop", host="db.example")
     day = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
     old = catalog_row(target, day - timedelta(days=2))
     failed = catalog_row(target, day, status=JobStatus.FAILED)
@@ -161,7 +163,7 @@ def test_the_detail_page_shows_every_fact(signed_in, target, default_key, backup
     VerificationRun.objects.create(backup=backup, requested_by="ops", status=JobStatus.FAILED,
                                    error="frame 3 failed authentication")
     page = signed_in.get(f"/backups/{backup.id}/").content.decode()
-    for fact in (backup.sha256, backup.key_id, str(default_key), services.backup_summary(backup)["storage_location"],
+    for fact in (backup.sha256, backup.key_id, str(default_key), backup_summary(backup)["storage_location"],
                  f"({backup.source_bytes} bytes)", f"({backup.stored_bytes} bytes)", f"{backup.compression_ratio:.2f}×",
                  "env=test", "aes-256-gcm", "zstd (level 3)", "frame 3 failed authentication", 'id="verify"',
                  f'action="/backups/{backup.id}/restore/"', f"/backups/{backup.id}/delete/"):

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from rest_framework.test import APIClient
 
-from backups import archive, jobs
+from archiving import archive
+from restores import jobs
 from covet.engines import pg_wal
 from backups.models import ArchivedLog, Backup, DatabaseTarget
 from restores.models import RestoreRequest
@@ -68,7 +69,7 @@ def test_recover_refuses_a_target_beyond_the_gap_naming_the_missing_segment(pg_t
 
 def test_recover_inside_the_window_is_queued_on_this_hosts_queue(pg_target, api, settings, monkeypatch):
     queued = []
-    monkeypatch.setattr(jobs, "_enqueue", lambda queue, func, row: queued.append(queue) or "job-1")
+    monkeypatch.setattr(jobs, "enqueue", lambda queue, func, row: queued.append(queue) or "job-1")
     inside = (NOW - timedelta(minutes=16)).isoformat()
     response = api.post(f"/api/targets/{pg_target.name}/recover/",
                         {"pitr_target": inside, "data_directory": "/tmp/covet-never-made/data"}, format="json")

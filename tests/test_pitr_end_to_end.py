@@ -9,11 +9,12 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from backups import services
+
 from backups.models import ArchivedLog
 from tests.pg_fixtures import free_port
 from tests.pitr_fixtures import reachable_dir as recovery_parent
 from tests.wal_fixtures import ArchivingCluster, ShipperProcess, reachable_dir, remove
+from backups.services.targets import add_target
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,7 +25,7 @@ def test_an_operator_recovers_a_dropped_table_to_the_second_before(default_key, 
     cluster = ArchivingCluster().start()
     shipper = None
     try:
-        target = services.add_target("pg-shop", "postgresql", "postgres", host="127.0.0.1", port=cluster.port,
+        target = add_target("pg-shop", "postgresql", "postgres", host="127.0.0.1", port=cluster.port,
                                      user="postgres")
         applied = cli("setup_pitr", "--target", "pg-shop", "--socket-dir", str(run_dir), "--apply",
                       "--archive-timeout", "5")

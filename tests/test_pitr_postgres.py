@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backups import archive, services
+from archiving import archive
 from covet.engines import pg_wal
 from covet.errors import DamagedError, NotFoundError
 from backups.models import ArchivedLog, DatabaseTarget
@@ -24,6 +24,8 @@ from restores.pitr import create_pitr_restore, recovery_target
 from restores.services import run_restore
 from tests.pg_fixtures import free_port
 from tests.pitr_fixtures import ArchivingCluster, ingest, reachable_dir, recover, rows_in, switch_and_ingest
+from backups.services.runs import BackupRequest, create_backup, run_backup
+from archiving.windows import refresh_usable
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,11 +57,11 @@ def recovered(story, default_key, backup_dir, settings, tmp_path):
                                            archiver_status={"outbox": str(cluster.outbox)})
     archive.enable_pitr(target)
     ingest(target)
-    backup = services.run_backup(services.create_backup(
-        services.BackupRequest(target=target, backup_type="base", initiated_by="test")).id)
+    backup = run_backup(create_backup(
+        BackupRequest(target=target, backup_type="base", initiated_by="test")).id)
     switch_and_ingest(cluster, target)
     backup.refresh_from_db()
-    archive.refresh_usable(target)
+    refresh_usable(target)
     batches = []
     with psycopg.connect(**cluster.server, dbname="postgres", autocommit=True) as conn:
         table = f"orders_{uuid.uuid4().hex[:8]}"

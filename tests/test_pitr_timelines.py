@@ -10,10 +10,11 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from backups import archive, services
+from archiving import archive
 from backups.models import ArchivedLog, DatabaseTarget
 from tests.pg_fixtures import PG_BIN, PrivateCluster
 from tests.pitr_fixtures import ArchivingCluster, ingest, recover, switch_and_ingest
+from backups.services.runs import BackupRequest, create_backup, run_backup
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -61,7 +62,7 @@ def counts(port: int, host: str) -> tuple:
 
 
 def base_backup(target) -> None:
-    services.run_backup(services.create_backup(services.BackupRequest(target=target, backup_type="base")).id)
+    run_backup(create_backup(BackupRequest(target=target, backup_type="base")).id)
 
 
 def test_recovery_follows_a_promotion_and_recovers_from_the_new_timeline(default_key, backup_dir, settings,

@@ -5,18 +5,20 @@ import sqlite3
 
 import pytest
 
-from backups import services
+
 from backups.models import Backup
 from covet.pipeline import crypto
 from covet.pipeline.container import DecodingStream
+from backups.services.runs import BackupRequest, create_backup, run_backup
+from backups.services.targets import adhoc_target
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_backup_restores_from_its_sidecar_and_the_key_alone(sample_sqlite, key_file, backup_dir, tmp_path):
-    target = services.adhoc_target("sqlite", str(sample_sqlite))
-    backup = services.create_backup(services.BackupRequest(target=target, key_file=str(key_file)))
-    backup = services.run_backup(backup.id)
+    target = adhoc_target("sqlite", str(sample_sqlite))
+    backup = create_backup(BackupRequest(target=target, key_file=str(key_file)))
+    backup = run_backup(backup.id)
     Backup.objects.all().delete()  # the catalog is gone
 
     (sidecar_path,) = backup_dir.rglob("*.json")

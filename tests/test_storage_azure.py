@@ -408,11 +408,11 @@ def test_cli_backup_while_azurite_is_down_fails_with_exit_6_and_leaves_no_blob(c
 
 def test_a_backup_tier_overrides_the_storage_default_for_the_object_only(transactional_db, azurite, container, tmp_path,
                                                                         target, default_key, backup_dir):
-    from backups import services
+    from backups.services.runs import BackupRequest, create_backup, run_backup
     from backups.models import Storage
 
     storage = Storage.objects.create(name="azure", kind="azure", config=config(azurite, container, tmp_path))
-    backup = services.run_backup(services.create_backup(services.BackupRequest(
+    backup = run_backup(create_backup(BackupRequest(
         target=target, storage=storage, storage_tier="cool")).id)
     blobs = azurite.service_client().get_container_client(container)
     assert backup.storage_tier == "Cool"

@@ -9,11 +9,14 @@ import time
 
 import pytest
 
-from backups import archive, services
+from archiving import archive
 from backups.models import ArchivedLog
-from backups.shipper import covet_wal, paths
+from archiving import covet_wal, paths
 from tests.conftest import wait_for
 from tests.wal_fixtures import ArchivingCluster, ShipperProcess, fetch, push, reachable_dir, remove
+from backups.services.storages import add_storage, storage_backend
+from backups.services.targets import add_target
+from archiving.windows import wal_gaps
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,7 +52,7 @@ def shippers(settings):
 
 
 def pitr_target(name, port=5432, storage=None):
-    target = services.add_target(name, "postgresql", "postgres", host="127.0.0.1", port=port, user="postgres")
+    target = add_target(name, "postgresql", "postgres", host="127.0.0.1", port=port, user="postgres")
     return archive.enable_pitr(target, storage=storage)
 
 
@@ -72,7 +75,7 @@ def test_segments_of_a_running_server_arrive_with_their_timeline(default_key, ba
     rows = wait_for(lambda: archived(target, names), timeout=30, message=f"{names} archived")
     assert {row.timeline for row in rows} == {1}
     assert rows[0].storage_key == f"postgresql/pg-arch/wal/00000001/{rows[0].name}.covet"
-    assert archive.wal_gaps(target) == []
+    assert wal_gaps(target) == []
     assert cluster.archiver()["failed_count"] == 0
     out = tmp_path / "segment"
     archive.Archive(target).fetch(rows[-1], out)
@@ -88,7 +91,7 @@ def test_segments_of_a_running_server_arrive_with_their_timeline(default_key, ba
 def test_storage_down_then_back_loses_nothing_and_stores_nothing_twice(default_key, backup_dir, run_dir, cluster,
                                                                         shippers, tmp_path):
     root = tmp_path / "wal-store"
-    storage = services.add_storage("wal-store", "local", {"root": str(root)})
+    storage = add_storage("wal-store", "local", {"root": str(root)})
     target = pitr_target("pg-down", cluster.port, storage)
     shippers(target, run_dir)
     cluster.configure(archive_mode="on", archive_command=paths.archive_command(target, run_dir))
@@ -110,8 +113,8 @@ def test_storage_down_then_back_loses_nothing_and_stores_nothing_twice(default_k
     every = before + during + after
     wait_for(lambda: archived(target, every), timeout=40, message="the backlog archived after the outage")
 
-    assert archive.wal_gaps(target) == []
-    objects = [info.key for info in services.storage_backend(storage).list("postgresql/pg-down/wal/")]
+    assert wal_gaps(target) == []
+    objects = [info.key for info in storage_backend(storage).list("postgresql/pg-down/wal/")]
     rows = ArchivedLog.objects.filter(target=target)
     assert sorted(objects) == sorted(rows.values_list("storage_key", flat=True))
     assert len(objects) == len(set(objects)) >= len(every)
@@ -264,7 +267,7 @@ def test_fetch_waits_for_a_staged_file_and_stops_recovery_when_it_cannot_come(tm
 
 def test_setup_pitr_prints_applies_and_checks_the_whole_path(default_key, backup_dir, run_dir, cluster, shippers,
                                                               cli):
-    target = services.add_target("pg-setup", "postgresql", "postgres", host="127.0.0.1", port=cluster.port,
+    target = add_target("pg-setup", "postgresql", "postgres", host="127.0.0.1", port=cluster.port,
                                  user="postgres")
     shown = cli("setup_pitr", "--target", "pg-setup", "--socket-dir", str(run_dir), "--archive-timeout", "30")
     assert shown.returncode == 0, shown.stderr

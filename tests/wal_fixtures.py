@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.conftest import REPO, worker_env
 from tests.pg_fixtures import PG_BIN, PrivateCluster, connect
 
-ENTRY_POINT = REPO / "backups" / "shipper" / "covet_wal.py"
+ENTRY_POINT = REPO / "archiving" / "covet_wal.py"
 # The interpreter PostgreSQL's user can run (the venv lives under /root); the entry point needs only the stdlib.
 SYSTEM_PYTHON = "/usr/bin/python3"
 

@@ -2,11 +2,16 @@
 
 import json
 
-from backups import jobs, services
+from backups import jobs
 from covet.errors import UsageError
-from backups.management.base import CovetCommand, progress_bar
+from core.commands import CovetCommand, progress_bar
 from backups.models import Backup
 from covet.pipeline import codecs, crypto
+from backups.services.catalog import backup_summary, get_policy
+from backups.services.runs import BackupRequest, create_backup, parse_tags, policy_request, run_backup
+from backups.services.storages import get_storage
+from backups.services.targets import adhoc_target, get_target
+from core.audit import cli_source
 
 
 def prometheus_lines(backup: Backup) -> str:
@@ -67,8 +72,8 @@ class Command(CovetCommand):
     def handle(self, *args, **opts):
         given = dict(
             database=opts["name"],
-            storage=services.get_storage(opts["storage"]) if opts["storage"] else None,
-            copy_to=services.get_storage(opts["copy_to"]) if opts["copy_to"] else None,
+            storage=get_storage(opts["storage"]) if opts["storage"] else None,
+            copy_to=get_storage(opts["copy_to"]) if opts["copy_to"] else None,
             compression=opts["compress"],
             compression_level=opts["compress_level"],
             cipher=opts["encrypt"],
@@ -76,20 +81,20 @@ class Command(CovetCommand):
             key_file=opts["key_file"],
             retention_days=opts["retention_days"],
             storage_tier=opts["storage_tier"],
-            tags=services.parse_tags(opts["tags"]) if opts["tags"] else None,
-            initiated_by=services.cli_source(),
-            source=services.cli_source(),
+            tags=parse_tags(opts["tags"]) if opts["tags"] else None,
+            initiated_by=cli_source(),
+            source=cli_source(),
         )
         if opts["policy"]:
             if opts["target"] or opts["database"]:
                 raise UsageError("a policy names its target: give --policy or --target/--database, not both")
-            request = services.policy_request(services.get_policy(opts["policy"]), **given)
+            request = policy_request(get_policy(opts["policy"]), **given)
         else:
-            defaults = {"storage": services.get_storage(None), "compression": "zstd", "cipher": "aes-256-gcm"}
-            request = services.BackupRequest(target=self._target(opts), **{
+            defaults = {"storage": get_storage(None), "compression": "zstd", "cipher": "aes-256-gcm"}
+            request = BackupRequest(target=self._target(opts), **{
                 **defaults, **{key: value for key, value in given.items() if value is not None}})
         request.parallel, request.backup_type = opts["parallel"], opts["type"]
-        backup = services.create_backup(request)
+        backup = create_backup(request)
         if opts["enqueue"]:
             job_id = jobs.enqueue_backup(backup)
             self._emit(opts["output_format"], {"backup_id": backup.id, "job_id": job_id, "status": "pending"},
@@ -97,7 +102,7 @@ class Command(CovetCommand):
             return
         with progress_bar(f"backup {backup.id}") as on_progress:
             try:
-                backup = services.run_backup(backup.id, on_progress)
+                backup = run_backup(backup.id, on_progress)
             finally:
                 backup.refresh_from_db()
                 self._report(backup, opts["output_format"])
@@ -106,14 +111,14 @@ class Command(CovetCommand):
         if opts["target"]:
             if opts["database"]:
                 raise UsageError("give either --target or --database, not both")
-            return services.get_target(opts["target"])
+            return get_target(opts["target"])
         if not opts["database"] or not opts["name"]:
             raise UsageError("say what to back up: --target NAME, or --database KIND --name NAME")
-        return services.adhoc_target(opts["database"], opts["name"], opts["host"], opts["port"], opts["user"],
+        return adhoc_target(opts["database"], opts["name"], opts["host"], opts["port"], opts["user"],
                                      opts["password_file"])
 
     def _report(self, backup: Backup, fmt: str) -> None:
-        summary = services.backup_summary(backup)
+        summary = backup_summary(backup)
         if fmt == "prometheus":
             self.stdout.write(prometheus_lines(backup), ending="")
             return

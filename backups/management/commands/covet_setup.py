@@ -7,8 +7,9 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from backups import keys, services
-from backups.management.base import CovetCommand
+from backups.services import keys
+from core.commands import CovetCommand
+from backups.services.storages import default_storage
 
 
 class Command(CovetCommand):
@@ -16,7 +17,7 @@ class Command(CovetCommand):
             "account (password from COVET_ADMIN_PASSWORD, or generated into a 0600 file whose path is printed).")
 
     def handle(self, *args, **opts):
-        storage = services.default_storage()
+        storage = default_storage()
         self.stdout.write(f"storage: {storage.name} ({storage.kind}) {storage.config}")
         self._key()
         self._admin()

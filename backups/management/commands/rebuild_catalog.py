@@ -3,9 +3,11 @@
 import json
 from dataclasses import asdict
 
-from backups import services
-from backups.management.base import CovetCommand
-from backups.rebuild import rebuild_catalog
+
+from core.commands import CovetCommand
+from backups.services.rebuild import rebuild_catalog
+from backups.services.storages import get_storage
+from core.audit import cli_source
 
 
 class Command(CovetCommand):
@@ -17,8 +19,8 @@ class Command(CovetCommand):
         parser.add_argument("--output-format", choices=["text", "json"], default="text")
 
     def handle(self, *args, **opts):
-        storage = services.get_storage(opts["storage"])
-        report = rebuild_catalog(storage, services.cli_source())
+        storage = get_storage(opts["storage"])
+        report = rebuild_catalog(storage, cli_source())
         if opts["output_format"] == "json":
             self.stdout.write(json.dumps(asdict(report), indent=2))
             return

@@ -2,10 +2,12 @@
 
 import json
 
-from backups import services
+
 from covet.errors import UsageError
-from backups.management.base import CovetCommand
+from core.commands import CovetCommand
 from backups.models import Storage
+from backups.services.storages import add_storage, check_storage, get_storage, remove_storage, storage_backend
+from core.audit import audit, cli_source
 
 
 def parse_config(pairs: list[str]) -> dict:
@@ -42,21 +44,21 @@ class Command(CovetCommand):
         remove.add_argument("storage_name", metavar="NAME")
 
     def handle(self, *args, **opts):
-        source = services.cli_source()
+        source = cli_source()
         name = opts.get("storage_name")
         if opts["action"] == "add":
-            storage = services.add_storage(name, opts["kind"], parse_config(opts["config_pairs"]), opts["default"])
-            services.audit(source, "storage.add", "storage", storage.name, source, kind=storage.kind)
+            storage = add_storage(name, opts["kind"], parse_config(opts["config_pairs"]), opts["default"])
+            audit(source, "storage.add", "storage", storage.name, source, kind=storage.kind)
             self.stdout.write(f"storage {storage.name} added ({storage.kind})")
         elif opts["action"] == "check":
-            self.stdout.write(services.check_storage(services.get_storage(name)))
+            self.stdout.write(check_storage(get_storage(name)))
         elif opts["action"] == "remove":
-            services.remove_storage(name)
-            services.audit(source, "storage.remove", "storage", name, source)
+            remove_storage(name)
+            audit(source, "storage.remove", "storage", name, source)
             self.stdout.write(f"storage {name} removed")
         else:
             rows = [{"name": s.name, "kind": s.kind, "default": s.is_default, "config": s.config,
-                     "free_bytes": services.storage_backend(s).free_bytes()} for s in Storage.objects.all()]
+                     "free_bytes": storage_backend(s).free_bytes()} for s in Storage.objects.all()]
             if opts["output_format"] == "json":
                 self.stdout.write(json.dumps(rows, indent=2))
                 return

@@ -2,9 +2,11 @@
 
 import json
 
-from backups import services
-from backups.management.base import CovetCommand
+
+from core.commands import CovetCommand
 from backups.models import DatabaseTarget
+from backups.services.targets import add_target, remove_target
+from core.audit import audit, cli_source
 
 
 class Command(CovetCommand):
@@ -26,15 +28,15 @@ class Command(CovetCommand):
         remove.add_argument("target_name", metavar="NAME")
 
     def handle(self, *args, **opts):
-        source = services.cli_source()
+        source = cli_source()
         if opts["action"] == "add":
-            target = services.add_target(opts["target_name"], opts["database"], opts["name"], opts["host"],
+            target = add_target(opts["target_name"], opts["database"], opts["name"], opts["host"],
                                          opts["port"], opts["user"], opts["password_file"])
-            services.audit(source, "target.add", "target", target.name, source, engine=target.engine)
+            audit(source, "target.add", "target", target.name, source, engine=target.engine)
             self.stdout.write(f"target {target.name} added ({target.engine}: {target.database})")
         elif opts["action"] == "remove":
-            services.remove_target(opts["target_name"])
-            services.audit(source, "target.remove", "target", opts["target_name"], source)
+            remove_target(opts["target_name"])
+            audit(source, "target.remove", "target", opts["target_name"], source)
             self.stdout.write(f"target {opts['target_name']} removed")
         else:
             rows = [{"name": t.name, "engine": t.engine, "database": t.database, "host": t.host, "port": t.port,

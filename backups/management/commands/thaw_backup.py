@@ -1,7 +1,10 @@
 """Ask an archive storage tier (S3 Glacier/Deep Archive, Azure Archive) to make a backup readable again."""
 
-from backups import services
-from backups.management.base import CovetCommand
+
+from core.commands import CovetCommand
+from backups.services.catalog import get_backup
+from backups.services.objects import thaw_backup
+from core.audit import cli_source
 
 
 class Command(CovetCommand):
@@ -16,7 +19,7 @@ class Command(CovetCommand):
         parser.add_argument("--priority", help="Azure: Standard or High")
 
     def handle(self, *args, **opts):
-        backup = services.get_backup(opts["backup_id"])
+        backup = get_backup(opts["backup_id"])
         options = {name: opts[name] for name in ("days", "tier", "priority") if opts[name] is not None}
-        for key, outcome in services.thaw_backup(backup, options, services.cli_source()):
+        for key, outcome in thaw_backup(backup, options, cli_source()):
             self.stdout.write(f"{key}: {outcome or 'requested'}")
