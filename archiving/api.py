@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from archiving.windows import archive_summary
+from archiving.services.windows import archive_summary
 from backups.models import DatabaseTarget
 from core.api import ERRORS
 

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.dispatch import receiver
 
-from archiving.windows import await_base_wal
+from archiving.services.windows import await_base_wal
 from backups.signals import backup_completed
 
 

@@ -12,7 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from archiving.windows import archive_summary
+from archiving.services.windows import archive_summary
 from backups import jobs
 from backups.forms import BackupFilterForm, NewBackupForm
 from backups.models import Backup, DatabaseTarget

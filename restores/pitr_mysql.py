@@ -38,15 +38,15 @@ from pathlib import Path
 
 import pymysql
 
-from archiving import binlog_window
-from archiving.archive import Archive
+from archiving.services import binlog_window
+from archiving.services.archive import Archive
 from covet.engines import RestoreOptions, mysql
 from covet.engines.mysql_grants import quote_identifier
 from covet.engines.tools import EndHook, private_dir, stderr_tail, tool_env
 from covet.errors import NotFoundError, ToolError, UsageError, WrongKeyError
 from backups.models import ArchivedLog, Backup, DatabaseTarget
 from core.progress import JobTracker
-from archiving.binlog_archiver import BINLOG_TOOLS
+from archiving.services.binlog_archiver import BINLOG_TOOLS
 from backups.shipper.binlog_events import FIRST_EVENT, BinlogFile, Group, gtid_in_range, parse_gtid
 from restores.models import RestoreRequest
 from backups.services.reading import finish_reading, open_plaintext

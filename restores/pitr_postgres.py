@@ -30,17 +30,17 @@ from typing import Callable
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from archiving import archive
+from archiving.services import archive
 from covet.engines import pg_base, pg_wal
 from covet.engines.postgres import PG_LIB_DIR
 from covet.errors import CovetError, DamagedError, NotFoundError, ToolError, UsageError
 from backups.models import ArchivedLog, Backup, DatabaseTarget, JobStatus
 from core.progress import JobTracker
-from archiving import paths as shipper_paths
+from archiving.services import paths as shipper_paths
 from restores.pitr import RecoveryTarget
 from restores.wal_spool import WalSpool
 from backups.services.reading import finish_reading, open_plaintext
-from archiving.windows import missing_base_wal, refresh_usable, wal_window
+from archiving.services.windows import missing_base_wal, refresh_usable, wal_window
 
 START_TIMEOUT = 120  # seconds for pg_ctl to see the server accept connections
 RECOVERY_POLL = 0.1

@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from archiving.windows import archive_summary
+from archiving.services.windows import archive_summary
 from backups.models import ArchivedLog, Backup, DatabaseTarget
 from backups.services.catalog import get_backup
 from backups.services.targets import get_target

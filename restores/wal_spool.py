@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from archiving.archive import Archive
+from archiving.services.archive import Archive
 from covet.errors import CovetError, DamagedError
 from backups.models import ArchivedLog
 from archiving import covet_wal

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from archiving import archive
+from archiving.services import archive
 from covet.engines import pg_wal
 from backups.models import DatabaseTarget
 from restores.models import RestoreRequest

@@ -4,11 +4,11 @@ import io
 
 import pytest
 
-from archiving import archive
+from archiving.services import archive
 from covet.errors import DamagedError, UsageError
 from covet.engines import pg_wal
 from backups.models import ArchivedLog, DatabaseTarget
-from archiving.windows import wal_gaps, wal_ranges
+from archiving.services.windows import wal_gaps, wal_ranges
 
 pytestmark = pytest.mark.django_db
 

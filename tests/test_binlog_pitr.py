@@ -16,12 +16,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from archiving import binlog_window
+from archiving.services import binlog_window
 
 from covet.errors import DamagedError, NotFoundError, ToolError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget
-from archiving import binlog_setup
-from archiving.binlog_archiver import BinlogArchiver
+from archiving.services import binlog_setup
+from archiving.services.binlog_archiver import BinlogArchiver
 from binlog_fixtures import (BinlogServer, Load, ids, insert, master_status, next_second, schema_exists,
                              server_binlogs, sha256_file)
 from conftest import REPO, wait_for, worker_env
@@ -30,7 +30,7 @@ from restores.pitr import create_pitr_restore, recovery_target
 from restores.services import run_restore
 from backups.services.runs import BackupRequest, create_backup, run_backup
 from backups.services.targets import add_target
-from archiving.windows import archive_summary
+from archiving.services.windows import archive_summary
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

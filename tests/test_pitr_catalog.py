@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from rest_framework.test import APIClient
 
-from archiving import archive
+from archiving.services import archive
 from restores import jobs
 from covet.engines import pg_wal
 from backups.models import ArchivedLog, Backup, DatabaseTarget

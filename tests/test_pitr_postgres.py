@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from archiving import archive
+from archiving.services import archive
 from covet.engines import pg_wal
 from covet.errors import DamagedError, NotFoundError
 from backups.models import ArchivedLog, DatabaseTarget
@@ -25,7 +25,7 @@ from restores.services import run_restore
 from tests.pg_fixtures import free_port
 from tests.pitr_fixtures import ArchivingCluster, ingest, reachable_dir, recover, rows_in, switch_and_ingest
 from backups.services.runs import BackupRequest, create_backup, run_backup
-from archiving.windows import refresh_usable
+from archiving.services.windows import refresh_usable
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from archiving import archive
+from archiving.services import archive
 from backups.models import ArchivedLog, DatabaseTarget
 from tests.pg_fixtures import PG_BIN, PrivateCluster
 from tests.pitr_fixtures import ArchivingCluster, ingest, recover, switch_and_ingest

@@ -9,14 +9,15 @@ import time
 
 import pytest
 
-from archiving import archive
+from archiving.services import archive
 from backups.models import ArchivedLog
-from archiving import covet_wal, paths
+from archiving import covet_wal
+from archiving.services import paths
 from tests.conftest import wait_for
 from tests.wal_fixtures import ArchivingCluster, ShipperProcess, fetch, push, reachable_dir, remove
 from backups.services.storages import add_storage, storage_backend
 from backups.services.targets import add_target
-from archiving.windows import wal_gaps
+from archiving.services.windows import wal_gaps
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

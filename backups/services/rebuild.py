@@ -13,7 +13,7 @@ from datetime import datetime
 
 from django.db import transaction
 
-from archiving import archive
+from archiving.services import archive
 from covet.engines import pg_wal
 from covet.errors import CovetError
 from backups.models import ArchivedLog, Backup, BackupCopy, DatabaseTarget, JobStatus, Storage

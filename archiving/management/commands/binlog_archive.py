@@ -6,7 +6,7 @@ import signal
 
 from covet.errors import UsageError
 from core.commands import CovetCommand
-from archiving.binlog_archiver import BinlogArchiver
+from archiving.services.binlog_archiver import BinlogArchiver
 from backups.services.targets import get_target
 
 

@@ -4,13 +4,13 @@ import gc
 import signal
 
 
-from archiving.archive import Archive
+from archiving.services.archive import Archive
 from covet.errors import UsageError
 from core.commands import CovetCommand
 from covet.pipeline import codecs
-from archiving import paths
-from archiving.server import Shipper
-from archiving.store import WalStore
+from archiving.services import paths
+from archiving.services.server import Shipper
+from archiving.services.store import WalStore
 from backups.services.targets import get_target
 
 

@@ -1,10 +1,10 @@
 """Set up point-in-time recovery for a target: archive key, server settings, and a check of the whole path."""
 
-from archiving import archive
+from archiving.services import archive
 from backups.services import keys
 from covet.errors import UsageError
 from core.commands import CovetCommand
-from archiving import paths, pg_setup
+from archiving.services import paths, pg_setup
 from backups.services.storages import get_storage
 from backups.services.targets import get_target
 from core.audit import audit, cli_source
@@ -33,7 +33,7 @@ class Command(CovetCommand):
     def handle(self, *args, **opts):
         target = get_target(opts["target"])
         if target.engine == "mysql":
-            from archiving.binlog_setup import setup
+            from archiving.services.binlog_setup import setup
 
             setup(target, opts, self.stdout)
             return

@@ -31,8 +31,8 @@ from pathlib import Path
 import pymysql
 from django.conf import settings
 
-from archiving import binlog_window
-from archiving.archive import Archive
+from archiving.services import binlog_window
+from archiving.services.archive import Archive
 from covet.engines import mysql
 from covet.engines.tools import private_dir, stderr_tail
 from covet.errors import BusyError, CovetError, ToolError

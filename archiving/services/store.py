@@ -19,7 +19,7 @@ from typing import BinaryIO, Callable
 
 from django.db import close_old_connections
 
-from archiving.archive import Archive
+from archiving.services.archive import Archive
 from covet.engines import pg_wal
 from covet.errors import UsageError
 

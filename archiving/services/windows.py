@@ -6,7 +6,7 @@ import time
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from archiving import binlog_window
+from archiving.services import binlog_window
 from backups.models import ArchivedLog, Backup, DatabaseTarget, JobStatus
 from covet.engines import pg_wal
 

@@ -27,7 +27,7 @@ from django.db import DatabaseError
 from covet.errors import CovetError, UsageError
 from backups.models import DatabaseTarget
 from archiving import covet_wal
-from archiving.store import WalStore
+from archiving.services.store import WalStore
 
 log = logging.getLogger("archiving.shipper")
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import pymysql
 
-from archiving import archive
+from archiving.services import archive
 from backups.services import keys
 from covet.engines import mysql
 from covet.engines.tools import private_dir
 from covet.errors import ToolError
 from backups.models import DatabaseTarget
-from archiving.binlog_archiver import BINLOG_TOOLS
+from archiving.services.binlog_archiver import BINLOG_TOOLS
 from backups.services.storages import get_storage
 from backups.services.targets import target_engine
 from core.audit import audit, cli_source

@@ -18,7 +18,8 @@ from covet.engines.tools import read_password
 from covet.errors import ToolError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget
 
-from archiving import covet_wal, paths
+from archiving import covet_wal
+from archiving.services import paths
 from backups.services.targets import connection_params
 
 CONNECT_TIMEOUT = 10

@@ -19,7 +19,7 @@ from django.conf import settings
 from covet.errors import UsageError
 from backups.models import DatabaseTarget
 
-ENTRY_POINT = Path(__file__).resolve().parent / "covet_wal.py"
+ENTRY_POINT = Path(__file__).resolve().parent.parent / "covet_wal.py"
 DEFAULT_OS_USER = "postgres"
 # Tried after this process's own interpreter; the entry point needs only Python 3.10+ and its standard library.
 SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
