@@ -120,7 +120,7 @@ def test_recovery_path_follows_timeline_history():
 
 
 def test_rebuild_catalog_restores_the_archive_key_and_archived_files(pg_target):
-    from backups.services.rebuild import rebuild_catalog
+    from archiving.services.rebuild import rebuild_catalog
 
     store = archive.Archive(pg_target)
     names = [pg_wal.segment_name(1, n) for n in (1, 2)] + ["00000002.history"]

@@ -1,10 +1,8 @@
-"""Rebuilding the catalog from storage alone: every sidecar becomes its Backup row again, every
-archive key record its target's archive key, every archived WAL segment or binlog its ArchivedLog row.
+"""Rebuilding backups from their sidecars: every sidecar becomes its Backup row (and target, and copy records) again.
 
 Idempotent: rows that exist are never duplicated or overwritten; a sidecar
 found on a storage other than its backup's own records a copy there instead.
-Archived files are read whole (authenticated with the archive key) for their
-checksums; their archive time becomes the time of the rebuild.
+archiving.services.rebuild drives the whole rebuild (archive keys and archived files too).
 """
 
 import json
@@ -13,13 +11,7 @@ from datetime import datetime
 
 from django.db import transaction
 
-from archiving.services import archive
-from covet.engines import pg_wal
-from covet.errors import CovetError
-from backups.models import ArchivedLog, Backup, BackupCopy, DatabaseTarget, JobStatus, Storage
-from backups.services.objects import OBJECT_EXTENSION
-from backups.services.storages import storage_backend
-from core.audit import audit
+from backups.models import Backup, BackupCopy, DatabaseTarget, JobStatus, Storage
 
 SIDECAR_SUFFIX = ".json"
 
@@ -34,77 +26,8 @@ class RebuildReport:
     existing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
-
-def rebuild_catalog(storage: Storage, actor: str = "system") -> RebuildReport:
-    """Recreate missing Backup rows (and their targets), archive keys and ArchivedLog rows from ``storage``."""
-    backend = storage_backend(storage)
-    report = RebuildReport()
-    objects = list(backend.list(""))
-    # Archive keys first: the archived files can only be read with them.
-    for info in objects:
-        if _is_key_record(info.key):
-            _guarded(report, info.key, lambda key=info.key: _restore_archive_key(storage, backend, key))
-    for info in objects:
-        if info.key.endswith(SIDECAR_SUFFIX) and not _is_key_record(info.key):
-            _guarded(report, info.key, lambda key=info.key: _restore_sidecar(storage, backend, key, report))
-    for info in objects:
-        if _archived_file(info.key):
-            _guarded(report, info.key, lambda key=info.key: _restore_log(storage, key, report))
-    audit(actor, "catalog.rebuild", "storage", storage.name, created=len(report.created),
-                   archived=len(report.archived), copies=len(report.copies), problems=len(report.problems))
-    return report
-
-
-def _guarded(report: RebuildReport, key: str, step) -> None:
-    try:
-        step()
-    except (CovetError, KeyError, ValueError) as exc:
-        report.problems.append(f"{key}: {exc}")
-
-
-def _is_key_record(key: str) -> bool:
-    parts = key.split("/")
-    return len(parts) == 4 and parts[2] == "keys" and key.endswith(SIDECAR_SUFFIX)
-
-
-def _archived_file(key: str) -> tuple[str, int | None, str] | None:
-    """Return (kind, timeline, name) for an archived WAL file or binlog object key, else None."""
-    parts = key.split("/")
-    suffix = f".{OBJECT_EXTENSION}"
-    if not key.endswith(suffix):
-        return None
-    name = parts[-1][:-len(suffix)]
-    if len(parts) == 5 and parts[2] == "wal" and pg_wal.kind_of(name):
-        return "wal", int(parts[3], 16), name
-    if len(parts) == 4 and parts[2] == "binlog" and not name.endswith(".partial"):
-        return "binlog", None, name
-    return None
-
-
-def _restore_archive_key(storage: Storage, backend, key: str) -> None:
-    record = json.loads(backend.get_bytes(key))
-    target = _target({"name": record["target"], "engine": record["engine"]})
-    if target.archive_key:
-        return  # never replace the key a target archives with
-    target.archive_key = {"key_id": record["key_record"]["data_key_id"], "key_record": record["key_record"],
-                          "key_source": record["key_source"], "cipher": record.get("cipher", archive.ARCHIVE_CIPHER)}
-    target.archive_storage = storage
-    target.pitr_enabled = True
-    target.save()
-
-
-def _restore_log(storage: Storage, key: str, report: RebuildReport) -> None:
-    kind, timeline, name = _archived_file(key)
-    target = DatabaseTarget.objects.filter(name=key.split("/")[1]).first()
-    if target is None or not target.archive_key:
-        raise ValueError("no archive key record for this target was found; it cannot be read")
-    if ArchivedLog.objects.filter(target=target, kind=kind, timeline=timeline, name=name).exists():
-        return
-    archive.Archive(target).adopt(name, timeline, key)
-    report.archived.append(name)
-
-
-def _restore_sidecar(storage: Storage, backend, key: str, report: RebuildReport) -> None:
+def restore_sidecar(storage: Storage, backend, key: str, report: RebuildReport) -> None:
+    """Recreate the Backup row (and its target, and copy records) a sidecar describes, unless it exists."""
     meta = json.loads(backend.get_bytes(key))
     if isinstance(meta, dict) and "sidecar_version" in meta:
         _restore_row(storage, backend, meta, report)
@@ -126,7 +49,7 @@ def _restore_row(storage: Storage, backend, meta: dict, report: RebuildReport) -
     with transaction.atomic():
         Backup.objects.create(
             id=backup_id,
-            target=_target(meta["target"]),
+            target=target_from_facts(meta["target"]),
             database_name=meta["database_name"],
             backup_type=meta["backup_type"],
             status=JobStatus.COMPLETED,
@@ -158,7 +81,8 @@ def _restore_row(storage: Storage, backend, meta: dict, report: RebuildReport) -
     report.created.append(backup_id)
 
 
-def _target(facts: dict) -> DatabaseTarget:
+def target_from_facts(facts: dict) -> DatabaseTarget:
+    """Return the target named in a sidecar or key record, creating it from those facts if missing."""
     target = DatabaseTarget.objects.filter(name=facts["name"]).first()
     if target is not None:
         return target

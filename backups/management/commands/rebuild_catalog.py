@@ -5,7 +5,7 @@ from dataclasses import asdict
 
 
 from core.commands import CovetCommand
-from backups.services.rebuild import rebuild_catalog
+from archiving.services.rebuild import rebuild_catalog
 from backups.services.storages import get_storage
 from core.audit import cli_source
 
