@@ -35,6 +35,7 @@ test: venv-test
 	scripts/ensure_databases.sh
 	scripts/ensure_browser.sh
 	scripts/ensure_azurite.sh
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 # The benchmarks start their servers with the test suite's fixtures, so they need the test set too.
