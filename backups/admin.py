@@ -3,8 +3,7 @@
 from django import forms
 from django.contrib import admin
 
-from backups.services.targets import set_target_password
-from core.audit import audit
+from backups.services.targets import record_target_saved
 from core.web import request_source
 from backups.models import ArchivedLog, AuditEvent, Backup, BackupCopy, BackupPolicy, DatabaseTarget, Storage
 
@@ -34,10 +33,8 @@ class DatabaseTargetAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
-        if form.cleaned_data.get("password"):
-            set_target_password(obj, form.cleaned_data["password"])
-        audit(request.user.username, "target.change" if change else "target.add", "target", obj.name,
-                       request_source(request))
+        record_target_saved(obj, form.cleaned_data.get("password", ""), not change, request.user.username,
+                            request_source(request))
 
 
 @admin.register(Storage)

@@ -21,7 +21,6 @@ from backups.services.objects import delete_backup
 from backups.services.runs import create_backup
 from backups.services.targets import add_target, remove_target, set_target_password
 from core.api import ERRORS, MessageSerializer, cancel_response
-from core.audit import audit
 from core.web import request_source
 
 
@@ -102,15 +101,12 @@ class TargetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
         """Register the target through the services and record who did it."""
         data = serializer.validated_data
         target = add_target(data["name"], data["engine"], data.get("database", ""), data.get("host", ""),
-                                     data.get("port"), data.get("user", ""))
+                            data.get("port"), data.get("user", ""), actor=self.request.user.username,
+                            source=request_source(self.request))
         if data.get("password"):
             set_target_password(target, data["password"])
-        audit(self.request.user.username, "target.add", "target", target.name,
-                       request_source(self.request), engine=target.engine)
         serializer.instance = target
 
     def perform_destroy(self, instance):
         """Remove a target that has no backups left and record who did it."""
-        remove_target(instance.name)
-        audit(self.request.user.username, "target.remove", "target", instance.name,
-                       request_source(self.request))
+        remove_target(instance.name, self.request.user.username, request_source(self.request))

@@ -17,6 +17,7 @@ from covet.engines import pg_wal
 from covet.engines.tools import read_password
 from covet.errors import ToolError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget
+from core.audit import audit
 
 from archiving import covet_wal
 from archiving.services import paths
@@ -68,6 +69,24 @@ def apply(conn: psycopg.Connection, settings: dict[str, str]) -> tuple[list[str]
         raise ToolError(f"cannot change the server's settings: {_first_line(exc)} (ALTER SYSTEM needs a "
                         "superuser; or put the printed lines in postgresql.conf yourself)") from exc
     return changed, pending_restart(conn)
+
+
+def setup(target: DatabaseTarget, settings: dict[str, str], apply_them: bool, source: str) -> tuple[list[str], list[str]]:
+    """Apply ``settings`` to the target's server when asked; record the set-up; return (changed, pending restart)."""
+    changed, pending = [], []
+    if apply_them:
+        with connect(target) as conn:
+            changed, pending = apply(conn, settings)
+    audit(source, "pitr.setup", "target", target.name, source, applied=changed, pending_restart=pending)
+    return changed, pending
+
+
+def verify(target: DatabaseTarget, socket_file: Path, timeout: float, source: str) -> tuple[str, float]:
+    """Check the whole archiving path with a forced segment switch (see ``check``) and record it."""
+    with connect(target) as conn:
+        name, seconds = check(conn, target, socket_file, timeout)
+    audit(source, "pitr.check", "target", target.name, source, segment=name)
+    return name, seconds
 
 
 def pending_restart(conn: psycopg.Connection, wait: float = 2.0) -> list[str]:

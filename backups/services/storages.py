@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from backups.models import Storage
+from core.audit import audit
 from covet.errors import NotFoundError, StorageError, UsageError
 from covet.storage import object_key, open_storage
 
@@ -37,7 +38,8 @@ def get_storage(name: str | None) -> Storage:
 SECRET_WORDS = ("password", "secret", "account_key", "sas_token", "connection_string", "access_key")
 
 
-def add_storage(name: str, kind: str, config: dict, make_default: bool = False) -> Storage:
+def add_storage(name: str, kind: str, config: dict, make_default: bool = False, actor: str = "",
+                source: str = "") -> Storage:
     """Register a storage; its config must name secrets by reference (``*_env`` / ``*_file``), never hold them."""
     if Storage.objects.filter(name=name).exists():
         raise UsageError(f"a storage named {name!r} already exists")
@@ -52,16 +54,18 @@ def add_storage(name: str, kind: str, config: dict, make_default: bool = False) 
         Storage.objects.exclude(pk=storage.pk).update(is_default=False)
         Storage.objects.filter(pk=storage.pk).update(is_default=True)
         storage.is_default = True
+    audit(actor, "storage.add", "storage", storage.name, source, kind=storage.kind)
     return storage
 
 
-def remove_storage(name: str) -> None:
+def remove_storage(name: str, actor: str = "", source: str = "") -> None:
     """Remove a storage that no backup lives on."""
     storage = get_storage(name)
     count = storage.backups.count()
     if count:
         raise UsageError(f"storage {name!r} still holds {count} backup(s) in the catalog; delete them first")
     storage.delete()
+    audit(actor, "storage.remove", "storage", name, source)
 
 
 def check_storage(storage: Storage) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 from django.conf import settings
 
 from backups.models import DatabaseTarget
+from core.audit import audit
 from covet.engines import ConnectionParams, open_engine
 from covet.errors import NotFoundError, UsageError
 
@@ -27,25 +28,28 @@ def _password_ref(password_file: str | None) -> str:
 
 
 def add_target(name: str, engine: str, database: str, host: str = "", port: int | None = None,
-               user: str = "", password_file: str | None = None) -> DatabaseTarget:
+               user: str = "", password_file: str | None = None, actor: str = "", source: str = "") -> DatabaseTarget:
     """Register a target; its password stays in ``password_file`` and only the path is kept."""
     if DatabaseTarget.objects.filter(name=name).exists():
         raise UsageError(f"a target named {name!r} already exists")
     if engine == "sqlite":
         database = str(Path(database).resolve())
-    return DatabaseTarget.objects.create(
+    target = DatabaseTarget.objects.create(
         name=name, engine=engine, database=database, host=host or "", port=port, user=user or "",
         password_ref=_password_ref(password_file),
     )
+    audit(actor, "target.add", "target", target.name, source, engine=target.engine)
+    return target
 
 
-def remove_target(name: str) -> None:
+def remove_target(name: str, actor: str = "", source: str = "") -> None:
     """Remove a target that has no backups left."""
     target = get_target(name)
     count = target.backups.count()
     if count:
         raise UsageError(f"target {name!r} still has {count} backup(s) in the catalog; delete them first")
     target.delete()
+    audit(actor, "target.remove", "target", name, source)
 
 
 def set_target_password(target: DatabaseTarget, password: str) -> None:
@@ -60,6 +64,13 @@ def set_target_password(target: DatabaseTarget, password: str) -> None:
     os.replace(tmp, path)
     target.password_ref = f"file:{path}"
     target.save(update_fields=["password_ref"])
+
+
+def record_target_saved(target: DatabaseTarget, password: str, created: bool, actor: str, source: str) -> None:
+    """After the admin saved a target: keep a password typed there in a 0600 file, and record the change."""
+    if password:
+        set_target_password(target, password)
+    audit(actor, "target.add" if created else "target.change", "target", target.name, source)
 
 
 def adhoc_target(engine: str, database: str, host: str = "", port: int | None = None, user: str = "",

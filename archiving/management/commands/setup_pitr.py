@@ -7,7 +7,7 @@ from core.commands import CovetCommand
 from archiving.services import paths, pg_setup
 from backups.services.storages import get_storage
 from backups.services.targets import get_target
-from core.audit import audit, cli_source
+from core.audit import cli_source
 
 
 class Command(CovetCommand):
@@ -48,19 +48,14 @@ class Command(CovetCommand):
         paths.check_reachable(target, directory)
         settings = pg_setup.wanted_settings(target, directory, opts["archive_timeout"])
         self._print_settings(target, settings)
-        changed, pending = [], []
+        changed, pending = pg_setup.setup(target, settings, opts["apply"], source)
         if opts["apply"]:
-            with pg_setup.connect(target) as conn:
-                changed, pending = pg_setup.apply(conn, settings)
             self.stdout.write(f"applied: {', '.join(changed) or 'nothing (the server already had these settings)'}")
             if pending:
                 self.stdout.write(f"restart PostgreSQL for {' and '.join(pending)} to take effect, then run "
                                   f"'manage.py setup_pitr --target {target.name} --check'")
-        audit(source, "pitr.setup", "target", target.name, source, applied=changed, pending_restart=pending)
         if (opts["check"] or opts["apply"]) and not pending:
-            with pg_setup.connect(target) as conn:
-                name, seconds = pg_setup.check(conn, target, paths.socket_path(target, directory), opts["timeout"])
-            audit(source, "pitr.check", "target", target.name, source, segment=name)
+            name, seconds = pg_setup.verify(target, paths.socket_path(target, directory), opts["timeout"], source)
             self.stdout.write(f"check ok: segment {name} was archived {seconds:.1f}s after the switch")
 
     def _print_settings(self, target, settings: dict[str, str]) -> None:

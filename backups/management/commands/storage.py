@@ -7,7 +7,7 @@ from covet.errors import UsageError
 from core.commands import CovetCommand
 from backups.models import Storage
 from backups.services.storages import add_storage, check_storage, get_storage, remove_storage, storage_backend
-from core.audit import audit, cli_source
+from core.audit import cli_source
 
 
 def parse_config(pairs: list[str]) -> dict:
@@ -47,14 +47,13 @@ class Command(CovetCommand):
         source = cli_source()
         name = opts.get("storage_name")
         if opts["action"] == "add":
-            storage = add_storage(name, opts["kind"], parse_config(opts["config_pairs"]), opts["default"])
-            audit(source, "storage.add", "storage", storage.name, source, kind=storage.kind)
+            storage = add_storage(name, opts["kind"], parse_config(opts["config_pairs"]), opts["default"], source,
+                                  source)
             self.stdout.write(f"storage {storage.name} added ({storage.kind})")
         elif opts["action"] == "check":
             self.stdout.write(check_storage(get_storage(name)))
         elif opts["action"] == "remove":
-            remove_storage(name)
-            audit(source, "storage.remove", "storage", name, source)
+            remove_storage(name, source, source)
             self.stdout.write(f"storage {name} removed")
         else:
             rows = [{"name": s.name, "kind": s.kind, "default": s.is_default, "config": s.config,

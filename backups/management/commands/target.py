@@ -6,7 +6,7 @@ import json
 from core.commands import CovetCommand
 from backups.models import DatabaseTarget
 from backups.services.targets import add_target, remove_target
-from core.audit import audit, cli_source
+from core.audit import cli_source
 
 
 class Command(CovetCommand):
@@ -31,12 +31,10 @@ class Command(CovetCommand):
         source = cli_source()
         if opts["action"] == "add":
             target = add_target(opts["target_name"], opts["database"], opts["name"], opts["host"],
-                                         opts["port"], opts["user"], opts["password_file"])
-            audit(source, "target.add", "target", target.name, source, engine=target.engine)
+                                         opts["port"], opts["user"], opts["password_file"], source, source)
             self.stdout.write(f"target {target.name} added ({target.engine}: {target.database})")
         elif opts["action"] == "remove":
-            remove_target(opts["target_name"])
-            audit(source, "target.remove", "target", opts["target_name"], source)
+            remove_target(opts["target_name"], source, source)
             self.stdout.write(f"target {opts['target_name']} removed")
         else:
             rows = [{"name": t.name, "engine": t.engine, "database": t.database, "host": t.host, "port": t.port,
