@@ -27,7 +27,7 @@ trap stop INT TERM EXIT
   --access-logfile - --graceful-timeout 10 &
 pids+=($!)
 # restores-<host>: point-in-time recoveries whose data directory lives on this host.
-$PY manage.py rqworker backups restores verification default "restores-${COVET_HOST:-$(hostname)}" &
+$PY manage.py rqworker --with-scheduler backups restores verification default "restores-${COVET_HOST:-$(hostname)}" &
 pids+=($!)
 $PY manage.py run_housekeeper &
 pids+=($!)

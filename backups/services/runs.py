@@ -172,6 +172,7 @@ def run_backup(backup_id: str, on_progress: ProgressCallback | None = None) -> B
         shutil.rmtree(job_tmp_dir(backup), ignore_errors=True)
     _release_target(backup)
     backup.status = JobStatus.COMPLETED
+    backup.error = ""  # an earlier attempt's failure (see core.queue) is kept in the audit trail, not here
     backup.save()
     audit(backup.initiated_by, "backup.run", "backup", backup.id, stored_bytes=backup.stored_bytes)
     replicate_backup(backup)
