@@ -41,7 +41,7 @@ DEFAULT_TIMEOUT = 60.0
 MAX_MESSAGE = 64 * 1024
 COPY_BUFFER = 1024 * 1024
 
-# Exit codes (DESIGN.md, Errors); PostgreSQL treats codes above 125 as a
+# Exit codes (docs/commands.md); PostgreSQL treats codes above 125 as a
 # shell failure (it restarts its archiver; recovery aborts), so push uses none that high.
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -11,7 +11,7 @@ from core.progress import ProgressCallback
 
 
 class CovetCommand(BaseCommand):
-    """A command whose CovetErrors exit with their category's code (see README, Exit codes)."""
+    """A command whose CovetErrors exit with their category's code (see docs/commands.md, Exit codes)."""
 
     # Django's system checks import the whole URLconf (DRF, drf-spectacular,
     # every view): over 0.1 s of start-up for each scripted backup. They still

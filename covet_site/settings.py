@@ -1,6 +1,6 @@
 """Django settings, read from the environment through django-environ.
 
-Every setting is documented in README.md. Nothing secret lives in this file:
+Every setting is documented in docs/settings.md. Nothing secret lives in this file:
 SECRET_KEY comes from the environment or from a 0600 file under var/ that
 is generated on first run and never committed.
 """

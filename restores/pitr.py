@@ -76,7 +76,7 @@ class RecoveryTarget:
 
 
 def parse_time(text: str) -> datetime:
-    """Parse a recovery time; without an offset it is UTC (DESIGN.md: times are UTC unless an offset is given)."""
+    """Parse a recovery time; without an offset it is UTC (times are UTC unless an offset is given)."""
     value = parse_datetime(text.strip().replace("T", " ", 1))
     if value is None:
         raise UsageError(f"{text!r} is not a time; write it like '2026-11-24 14:30:06+00' (UTC without an offset)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The engine tests use the PostgreSQL and MariaDB servers of this machine (see README, Tests).
+# The engine tests use the PostgreSQL and MariaDB servers of this machine (make test needs both).
 # Start them with the Debian commands when they are installed but not answering.
 set -euo pipefail
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
