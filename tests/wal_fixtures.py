@@ -105,10 +105,14 @@ def push(target: str, socket: Path, wal_path: Path, user: str | None = None, tim
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30, cwd=cwd)
 
 
+def fetch_command(spool: Path, name: str, destination: Path) -> list[str]:
+    """Return the restore entry point's command line, as restore_command runs it."""
+    return [SYSTEM_PYTHON, "-I", "-S", str(ENTRY_POINT), "fetch", "--spool", str(spool), name, str(destination)]
+
+
 def fetch(spool: Path, name: str, destination: Path) -> subprocess.CompletedProcess:
     """Run the restore entry point as restore_command does."""
-    argv = [SYSTEM_PYTHON, "-I", "-S", str(ENTRY_POINT), "fetch", "--spool", str(spool), name, str(destination)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return subprocess.run(fetch_command(spool, name, destination), capture_output=True, text=True, timeout=30)
 
 
 def remove(path: Path) -> None:
