@@ -24,19 +24,24 @@ class ArchivingCluster(PrivateCluster):
     """A private cluster whose archive_command copies each WAL file into ``outbox``."""
 
     def __init__(self):
-        outbox_holder = Path("/tmp") / f"covet-outbox-{free_port()}"
-        super().__init__(settings=f"wal_level = replica\narchive_mode = on\n"
-                                  f"archive_command = 'cp %p {outbox_holder}/%f'\n")
-        self.outbox = outbox_holder
+        # Outside the cluster's directory: a promoted standby archives into it after this server is gone.
+        self.holder = Path(tempfile.mkdtemp(prefix="covet-outbox-", dir="/tmp"))
+        self.outbox, self.incoming = self.holder / "outbox", self.holder / "incoming"
+        # cp writes in place, and ingest reads whatever the outbox holds: each file is copied beside it and
+        # renamed in whole, so a file in the outbox is always complete.
+        copy_then_rename = f"cp %p {self.incoming}/%f && mv {self.incoming}/%f {self.outbox}/%f"
+        super().__init__(settings=f"wal_level = replica\narchive_mode = on\narchive_command = '{copy_then_rename}'\n")
 
     def start(self):
-        self.outbox.mkdir(mode=0o700)
-        shutil.chown(self.outbox, "postgres", "postgres")
+        for path in (self.outbox, self.incoming):
+            path.mkdir(mode=0o700)
+        for path in (self.holder, self.outbox, self.incoming):
+            shutil.chown(path, "postgres", "postgres")
         return super().start()
 
     def stop(self):
         super().stop()
-        shutil.rmtree(self.outbox, ignore_errors=True)
+        shutil.rmtree(self.holder, ignore_errors=True)
 
 
 def ingest(target: DatabaseTarget) -> int:

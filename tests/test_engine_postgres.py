@@ -505,6 +505,13 @@ def test_permission_denied_fails_with_exit_5_and_the_servers_own_words(cli, defa
     assert not stored_files(backup_dir)
 
 
+def copying(server: dict, table: str) -> bool:
+    """Return whether a session on ``server`` is running a COPY of ``table`` right now."""
+    with connect(server=server) as conn:
+        return conn.execute("SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+                            (f"COPY {table} %",)).fetchone() is not None
+
+
 def test_a_server_killed_mid_dump_fails_the_backup_with_pg_dumps_message(cli, default_key, backup_dir, settings):
     cluster = PrivateCluster()
     try:
@@ -518,9 +525,10 @@ def test_a_server_killed_mid_dump_fails_the_backup_with_pg_dumps_message(cli, de
             "backup_database", "--database", "postgresql", "--host", "127.0.0.1", "--port", str(cluster.port),
             "--user", "postgres", "--name=big", "--compress", "bzip2", "--compress-level", "9")))
         thread.start()
-        wait_for(lambda: [p for p in processes(f"port={cluster.port}") if "pg_dump" in p[1]], timeout=30,
-                 interval=0.02, message="pg_dump to start")
-        time.sleep(0.3)
+        # The server itself says when pg_dump is streaming rows (a process named pg_dump may still be
+        # connecting, or be pg_dumpall): bzip2 -9 holds the COPY back, so it is still running when the server dies.
+        wait_for(lambda: copying(cluster.server, "public.filler"), timeout=30, interval=0.02,
+                 message="pg_dump to copy the table")
         cluster.kill()
         thread.join(timeout=60)
     finally:

@@ -13,6 +13,7 @@ from covet.engines import pg_wal
 from backups.models import ArchivedLog, Backup, DatabaseTarget
 from restores.models import RestoreRequest
 from tests.conftest import catalog_row
+from tests.wal_fixtures import reachable_dir, remove
 
 pytestmark = pytest.mark.django_db
 
@@ -38,6 +39,18 @@ def pg_target(default_key, backup_dir):
 
 
 @pytest.fixture
+def parent():
+    """A new directory of this test's own that the postgres user can reach, for data directories to name.
+
+    A fixed name under /tmp is shared by every run on the host: one that exists (or has a spool beside it)
+    makes the request fail for another reason than the one under test.
+    """
+    path = reachable_dir("covet-catalog-")
+    yield path
+    remove(path)
+
+
+@pytest.fixture
 def api(admin_user) -> APIClient:
     client = APIClient()
     client.force_login(admin_user)
@@ -54,28 +67,28 @@ def test_archive_summary_shows_lag_gaps_and_the_window(pg_target, api):
     assert body["lag_seconds"] >= 60 * 10
 
 
-def test_recover_refuses_a_target_beyond_the_gap_naming_the_missing_segment(pg_target, api, tmp_path):
+def test_recover_refuses_a_target_beyond_the_gap_naming_the_missing_segment(pg_target, api, parent):
     response = api.post(f"/api/targets/{pg_target.name}/recover/",
-                        {"pitr_target": "latest", "data_directory": "/tmp/covet-new-data-dir-y"}, format="json")
+                        {"pitr_target": "latest", "data_directory": str(parent / "new-data-dir-y")}, format="json")
     assert response.status_code == 422  # damaged: the archive lacks a segment
     assert "000000010000000000000006" in response.json()["error"]
     after_gap = (NOW - timedelta(minutes=11, seconds=30)).isoformat()
     response = api.post(f"/api/targets/{pg_target.name}/recover/",
-                        {"pitr_target": after_gap, "data_directory": "/tmp/covet-new-data-dir-y"}, format="json")
+                        {"pitr_target": after_gap, "data_directory": str(parent / "new-data-dir-y")}, format="json")
     assert response.status_code == 422
     assert "000000010000000000000006" in response.json()["error"]
     assert not RestoreRequest.objects.exists()
 
 
-def test_recover_inside_the_window_is_queued_on_this_hosts_queue(pg_target, api, settings, monkeypatch):
+def test_recover_inside_the_window_is_queued_on_this_hosts_queue(pg_target, api, settings, monkeypatch, parent):
     queued = []
     monkeypatch.setattr(jobs, "enqueue", lambda queue, func, row: queued.append(queue) or "job-1")
     inside = (NOW - timedelta(minutes=16)).isoformat()
     response = api.post(f"/api/targets/{pg_target.name}/recover/",
-                        {"pitr_target": inside, "data_directory": "/tmp/covet-never-made/data"}, format="json")
+                        {"pitr_target": inside, "data_directory": str(parent / "never-made" / "data")}, format="json")
     assert response.status_code == 404 and "does not exist" in response.json()["error"]
     response = api.post(f"/api/targets/{pg_target.name}/recover/",
-                        {"pitr_target": inside, "data_directory": "/tmp/covet-new-data-dir-x"}, format="json")
+                        {"pitr_target": inside, "data_directory": str(parent / "new-data-dir-x")}, format="json")
     assert response.status_code == 202, response.json()
     assert queued == [f"restores-{settings.COVET_HOST}"]
     restore = RestoreRequest.objects.get()
@@ -83,12 +96,12 @@ def test_recover_inside_the_window_is_queued_on_this_hosts_queue(pg_target, api,
     assert restore.pitr["destination"]["host"] == settings.COVET_HOST
 
 
-def test_target_page_shows_the_archive_and_refuses_with_a_flash(pg_target, client, admin_user, tmp_path):
+def test_target_page_shows_the_archive_and_refuses_with_a_flash(pg_target, client, admin_user, parent):
     client.force_login(admin_user)
     page = client.get(f"/targets/{pg_target.name}/").content.decode()
     assert "000000010000000000000006" in page and "Recoverable windows" in page
     response = client.post(f"/targets/{pg_target.name}/recover/",
-                           {"kind": "time", "value": "not a time", "data_directory": "/tmp/covet-new-data-dir-z"},
+                           {"kind": "time", "value": "not a time", "data_directory": str(parent / "new-data-dir-z")},
                            follow=True)
     assert "is not a time" in response.content.decode()
     dashboard = client.get("/").content.decode()

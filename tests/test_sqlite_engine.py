@@ -11,6 +11,7 @@ import pytest
 
 from covet.engines import ConnectionParams, open_engine
 from covet.errors import DamagedError, NotFoundError, UsageError
+from tests.conftest import wait_for
 
 WRITER = textwrap.dedent("""
     import sqlite3, sys, time
@@ -43,12 +44,22 @@ def make_ledger(path):
     conn.close()
 
 
+def ledger_rows(path) -> int:
+    """Return how many ledger rows are committed in the database at ``path``."""
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        return conn.execute("SELECT count(*) FROM ledger").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def test_a_backup_taken_during_writes_restores_to_a_consistent_database(engine, tmp_path):
     source = tmp_path / "ledger.db"
     make_ledger(source)
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(source), "6"], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # let the writer get going
+        # Its first commit, not a guess at how long it takes to start, says the writer is going.
+        wait_for(lambda: ledger_rows(source) > 0, timeout=30, interval=0.05, message="the writer's first commit")
         snapshots = []
         for i in range(3):
             with engine.dump(str(source)) as dump:

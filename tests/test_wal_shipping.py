@@ -1,10 +1,10 @@
 """WAL leaving the server: the archive entry point, the shipper, setup_pitr, on real private clusters."""
 
+import errno
 import hashlib
 import os
 import pwd
 import subprocess
-import threading
 import time
 
 import pytest
@@ -14,7 +14,7 @@ from backups.models import ArchivedLog
 from archiving import covet_wal
 from archiving.services import paths
 from tests.conftest import wait_for
-from tests.wal_fixtures import ArchivingCluster, ShipperProcess, fetch, push, reachable_dir, remove
+from tests.wal_fixtures import ArchivingCluster, ShipperProcess, fetch, fetch_command, push, reachable_dir, remove
 from backups.services.storages import add_storage, storage_backend
 from backups.services.targets import add_target
 from archiving.services.windows import wal_gaps
@@ -219,6 +219,18 @@ def test_fetch_copies_from_the_spool_and_is_quiet_about_missing_files(tmp_path):
     assert sorted(p.name for p in data.iterdir()) == ["RECOVERYXLOG"]
 
 
+def fifo_answer(fifo, proc):
+    """Return the write end of ``fifo`` once ``proc`` has opened it to read (None before); fail if ``proc`` ended."""
+    if proc.poll() is not None:
+        pytest.fail(f"fetch ended (exit {proc.returncode}) before it waited: {proc.stderr.read()}")
+    try:
+        return os.fdopen(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "w")
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+            raise
+        return None
+
+
 def test_fetch_waits_for_a_staged_file_and_stops_recovery_when_it_cannot_come(tmp_path):
     """A staged file (NAME.stored) is waited for; a failed decode or a gone decoder exits 126 (PostgreSQL: FATAL)."""
     spool, data = tmp_path / "spool", tmp_path / "pg_wal"
@@ -226,23 +238,34 @@ def test_fetch_waits_for_a_staged_file_and_stops_recovery_when_it_cannot_come(tm
     data.mkdir()
     name = "000000010000000000000004"
     (spool / (name + covet_wal.SPOOL_STAGED)).write_bytes(b"stored form")
-    (spool / covet_wal.SPOOL_DECODER).write_text(str(os.getpid()))
-
-    decoded_at = []
-
-    def decode_later():
-        time.sleep(0.5)
-        (spool / name).write_bytes(segment_bytes(4))  # NAME first, then NAME.stored goes, as the decoder does
-        decoded_at.append(time.monotonic())
+    # fetch reads the decoder's pid file on each round of its wait, only after finding NAME absent and NAME.stored
+    # there. As a FIFO the read is a handshake: once fetch holds it open it is waiting, and it waits on (blocked)
+    # until it has the pid, so NAME appears while it waits however slowly either side is scheduled.
+    decoder_pid = spool / covet_wal.SPOOL_DECODER
+    os.mkfifo(decoder_pid)
+    waiting = subprocess.Popen(fetch_command(spool, name, data / "RECOVERYXLOG"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        answer = wait_for(lambda: fifo_answer(decoder_pid, waiting), timeout=30, interval=0.01,
+                          message="fetch to wait for the staged file")
+        # As WalSpool._decode makes it appear: complete under another name, renamed in, then NAME.stored goes.
+        decoded = spool / (name + ".decoded")
+        decoded.write_bytes(segment_bytes(4))
+        decoded_at = time.monotonic()
+        decoded.rename(spool / name)
         (spool / (name + covet_wal.SPOOL_STAGED)).unlink()
-
-    decoder = threading.Thread(target=decode_later)
-    decoder.start()
-    done = fetch(spool, name, data / "RECOVERYXLOG")
-    returned_at = time.monotonic()
-    decoder.join()
-    assert done.returncode == 0, done.stderr
-    assert returned_at > decoded_at[0]  # it waited for the file instead of calling it absent
+        with answer:
+            answer.write(str(os.getpid()))
+        _, stderr = waiting.communicate(timeout=30)
+        returned_at = time.monotonic()
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    decoder_pid.unlink()
+    decoder_pid.write_text(str(os.getpid()))
+    assert waiting.returncode == 0, stderr
+    assert returned_at > decoded_at  # it waited for the file instead of calling it absent
     assert (data / "RECOVERYXLOG").read_bytes() == segment_bytes(4)
 
     other = "000000010000000000000005"

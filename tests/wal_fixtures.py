@@ -9,12 +9,14 @@ their own under /tmp.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from backups.shipper import covet_wal
 from tests.conftest import REPO, worker_env
 from tests.pg_fixtures import PG_BIN, PrivateCluster, connect
 
@@ -73,11 +75,30 @@ class ShipperProcess:
                 [sys.executable, "manage.py", "run_shipper", "--target", target, "--socket-dir", str(socket_dir),
                  "--status-interval", "0.5", *extra],
                 cwd=REPO, env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.target = target
         deadline = time.monotonic() + 30
-        while not self.socket.exists():
+        while not self.answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the shipper did not start:\n{self.output()}")
             time.sleep(0.05)
+
+    def answers(self) -> bool:
+        """Return whether the shipper answers a ping.
+
+        The socket file appears at bind(), before its chmod and listen(): a push
+        then would be refused, so only an answer says the shipper is serving.
+        """
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(5)
+            probe.connect(str(self.socket))
+            probe.sendall(covet_wal.encode_request("ping", self.target))
+            ok, _, _ = covet_wal.parse_reply(covet_wal.read_line(probe, time.monotonic() + 5, "a ping"))
+            return ok
+        except (OSError, covet_wal.Failure):
+            return False
+        finally:
+            probe.close()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -105,10 +126,14 @@ def push(target: str, socket: Path, wal_path: Path, user: str | None = None, tim
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30, cwd=cwd)
 
 
+def fetch_command(spool: Path, name: str, destination: Path) -> list[str]:
+    """Return the restore entry point's command line, as restore_command runs it."""
+    return [SYSTEM_PYTHON, "-I", "-S", str(ENTRY_POINT), "fetch", "--spool", str(spool), name, str(destination)]
+
+
 def fetch(spool: Path, name: str, destination: Path) -> subprocess.CompletedProcess:
     """Run the restore entry point as restore_command does."""
-    argv = [SYSTEM_PYTHON, "-I", "-S", str(ENTRY_POINT), "fetch", "--spool", str(spool), name, str(destination)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return subprocess.run(fetch_command(spool, name, destination), capture_output=True, text=True, timeout=30)
 
 
 def remove(path: Path) -> None:
