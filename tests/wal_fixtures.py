@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from backups.shipper import covet_wal
+from archiving import covet_wal
 from tests.conftest import REPO, worker_env
 from tests.pg_fixtures import PG_BIN, PrivateCluster, connect
 
