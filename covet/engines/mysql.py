@@ -15,27 +15,25 @@ import contextlib
 import getpass
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 import pymysql
 
 from covet.engines import mysql_grants
-from covet.engines.mysql_dumpfile import TableFilter
-from covet.engines.base import (ROW_COUNT_EXACT_LIMIT, Dump, DumpOptions, Engine, RestoreOptions,
-                                  RestoreResult)
-from covet.engines.tools import STDERR_TAIL, EndHook, ToolStream, private_dir, read_password, tool_env, \
+from covet.engines.base import (ROW_COUNT_EXACT_LIMIT, Dump, DumpOptions, Engine)
+from covet.engines.tools import EndHook, ToolStream, private_dir, read_password, tool_env, \
     write_secret_file
+from covet.engines.mysql_restore import MysqlRestore
+from covet.engines.mysql_tools import find_tool, server_message, tool_message
 from covet.errors import NotFoundError, ToolError, UsageError
 
 DUMP_TOOLS = ("mariadb-dump", "mysqldump")
-CLIENT_TOOLS = ("mariadb", "mysql")
 # Where MariaDB and MySQL packages put the server socket, in the order clients look.
 SOCKET_PATHS = ("/run/mysqld/mysqld.sock", "/var/run/mysqld/mysqld.sock", "/var/lib/mysql/mysql.sock",
                 "/tmp/mysql.sock")
@@ -84,12 +82,6 @@ def default_socket() -> str:
     return SOCKET_PATHS[0]
 
 
-def _find_tool(names: tuple[str, ...], what: str) -> str:
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    raise ToolError(f"no MySQL/MariaDB {what} found: install {' or '.join(names)} (package mariadb-client)")
 
 
 def _option_value(value: str) -> str:
@@ -99,10 +91,6 @@ def _option_value(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _server_message(exc: BaseException) -> str:
-    if isinstance(exc, pymysql.MySQLError) and len(exc.args) >= 2:
-        return f"{exc.args[1]} (error {exc.args[0]})"
-    return str(exc) or type(exc).__name__
 
 
 def _error_code(exc: BaseException) -> int | None:
@@ -111,14 +99,6 @@ def _error_code(exc: BaseException) -> int | None:
     return None
 
 
-def _tool_message(stderr_path: Path) -> str:
-    """Return a tool's own error lines, without the progress lines --verbose adds."""
-    try:
-        text = stderr_path.read_text(errors="replace")
-    except OSError:
-        return ""
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("-- ")]
-    return "\n".join(lines)[-STDERR_TAIL:].strip()
 
 
 class _DumpToolStream(ToolStream):
@@ -127,7 +107,7 @@ class _DumpToolStream(ToolStream):
     def check(self) -> None:
         returncode = self.process.wait()
         if returncode != 0:
-            message = _tool_message(self.stderr_path) or f"exit status {returncode}"
+            message = tool_message(self.stderr_path) or f"exit status {returncode}"
             error = NotFoundError if f"Got error: {ER_BAD_DB}:" in message else ToolError
             raise error(f"{self.tool} failed: {message}")
 
@@ -191,10 +171,10 @@ def _check_counter(counter: _Counter | None) -> None:
     if counter is not None:
         counter.join()
         if counter.error is not None:
-            raise ToolError(f"counting rows for the manifest failed: {_server_message(counter.error)}")
+            raise ToolError(f"counting rows for the manifest failed: {server_message(counter.error)}")
 
 
-class MysqlEngine(Engine):
+class MysqlEngine(MysqlRestore, Engine):
     """A MySQL or MariaDB server; ``database`` is one schema on it."""
 
     name = "mysql"
@@ -228,9 +208,9 @@ class MysqlEngine(Engine):
         except pymysql.MySQLError as exc:
             code = _error_code(exc)
             if code == ER_BAD_DB:
-                raise NotFoundError(f"MySQL server at {endpoint.describe()}: {_server_message(exc)}") from None
+                raise NotFoundError(f"MySQL server at {endpoint.describe()}: {server_message(exc)}") from None
             raise ToolError(f"cannot connect to the MySQL server at {endpoint.describe()} as {self._user()}: "
-                            f"{_server_message(exc)}") from None
+                            f"{server_message(exc)}") from None
 
     def _defaults_file(self, directory: Path) -> Path:
         """Write the [client] options file the tools get as their first argument."""
@@ -262,7 +242,7 @@ class MysqlEngine(Engine):
                             "WHERE TABLE_SCHEMA = %s", (database,))
                 return int(cur.fetchone()[0])
         except pymysql.MySQLError as exc:
-            raise ToolError(f"cannot estimate the size of {database}: {_server_message(exc)}") from None
+            raise ToolError(f"cannot estimate the size of {database}: {server_message(exc)}") from None
         finally:
             conn.close()
 
@@ -270,7 +250,7 @@ class MysqlEngine(Engine):
     def dump(self, database: str, options: DumpOptions = DumpOptions()) -> Iterator[Dump]:
         if options.parallel > 1:
             raise UsageError("MySQL/MariaDB dumps are single-threaded; --parallel is for PostgreSQL")
-        tool = _find_tool(DUMP_TOOLS, "dump tool")
+        tool = find_tool(DUMP_TOOLS, "dump tool")
         with private_dir(self.tmp_dir, "covet-mysql-") as directory, contextlib.ExitStack() as stack:
             defaults = self._defaults_file(directory)
             control = self._connect()
@@ -293,38 +273,6 @@ class MysqlEngine(Engine):
             yield Dump(stream=EndHook(stream, lambda: _check_counter(counter)), extension="sql", meta=meta, manifest=manifest,
                        extras=extras)
 
-    def restore(self, stream: BinaryIO, target: str, options: RestoreOptions = RestoreOptions(),
-                extras: dict[str, bytes] | None = None) -> RestoreResult:
-        if options.parallel > 1:
-            raise UsageError("MySQL/MariaDB restores run through one client; --parallel is for PostgreSQL")
-        _check_schema_name(target)
-        if options.with_globals and not (extras or {}).get("grants.sql"):
-            raise UsageError("this backup holds no users and grants (grants.sql) to restore")
-        client = _find_tool(CLIENT_TOOLS, "client")
-        endpoint = self.endpoint()
-        conn = self._connect()
-        try:
-            if options.without_binlog:
-                with conn.cursor() as cur:
-                    cur.execute("SET SESSION sql_log_bin = 0")
-            created, undo = self._prepare_schema(conn, target, options.clean, bool(options.tables))
-            if options.tables:
-                stream = TableFilter(stream, options.tables)
-            try:
-                with private_dir(self.tmp_dir, "covet-mysql-") as directory:
-                    size = self._pipe_into_client(client, directory, target, stream, options.without_binlog)
-                grants = mysql_grants.apply(conn, extras["grants.sql"], target) if options.with_globals else None
-            except BaseException:
-                if undo is not False:
-                    self._undo_schema(target, undo)
-                raise
-        finally:
-            conn.close()
-        detail = {"bytes": size, "schema_created": created}
-        if grants is not None:
-            detail["grants"] = grants
-        return RestoreResult(location=endpoint.url(target), detail=detail)
-
     def row_counts(self, database: str, tables: tuple[str, ...] = ()) -> dict:
         conn = self._connect()
         try:
@@ -337,7 +285,7 @@ class MysqlEngine(Engine):
                                 f"{mysql_grants.quote_identifier(name)}")
                     counts[name] = {"rows": cur.fetchone()[0], "exact": True}
         except pymysql.MySQLError as exc:
-            raise ToolError(f"cannot count rows in {database}: {_server_message(exc)}") from None
+            raise ToolError(f"cannot count rows in {database}: {server_message(exc)}") from None
         finally:
             conn.close()
         return {"tables": counts, "consistent": True}
@@ -361,7 +309,7 @@ class MysqlEngine(Engine):
             data, accounts = mysql_grants.collect(conn, database, meta["server_version"])
         except pymysql.MySQLError as exc:
             meta["grants_saved"] = False
-            meta["grants_reason"] = f"cannot read accounts and grants: {_server_message(exc)}"
+            meta["grants_reason"] = f"cannot read accounts and grants: {server_message(exc)}"
             return {}
         meta["grants_saved"] = True
         meta["grant_accounts"] = accounts
@@ -452,9 +400,9 @@ class MysqlEngine(Engine):
         except pymysql.MySQLError as exc:
             if _error_code(exc) not in (ER_SPECIFIC_ACCESS_DENIED, ER_DBACCESS_DENIED):
                 raise ToolError(f"cannot take the brief global read lock within {LOCK_WAIT_TIMEOUT} s "
-                                f"(a long query or transaction holds tables?): {_server_message(exc)}") from None
+                                f"(a long query or transaction holds tables?): {server_message(exc)}") from None
             meta["consistency_note"] = (
-                f"no global read lock ({_server_message(exc)}): the row counts and binlog coordinates are "
+                f"no global read lock ({server_message(exc)}): the row counts and binlog coordinates are "
                 "approximate; grant the backup user RELOAD for exact ones")
             meta["lock_wait_seconds"] = round(time.monotonic() - started, 4)
             return False
@@ -474,7 +422,7 @@ class MysqlEngine(Engine):
                 row = cur.fetchone()
         except pymysql.MySQLError as exc:
             meta["pitr_possible"] = False
-            meta["pitr_reason"] = (f"cannot read the binlog position ({_server_message(exc)}); grant the backup "
+            meta["pitr_reason"] = (f"cannot read the binlog position ({server_message(exc)}); grant the backup "
                                    "user BINLOG MONITOR (MariaDB) or REPLICATION CLIENT (MySQL)")
             return
         if not row:
@@ -515,94 +463,6 @@ class MysqlEngine(Engine):
                 control.kill(snapshot.thread_id())
             counter.join(timeout=30)
 
-    # Restore steps ---------------------------------------------------------
-
-    @staticmethod
-    def _prepare_schema(conn, target: str, clean: bool,
-                        some_tables: bool) -> tuple[bool, tuple[str, str] | None | bool]:
-        """Create the target schema (or empty it under ``clean``).
-
-        Return (created, undo): undo is None to drop the schema after a
-        failure, (charset, collation) to drop and recreate it empty, False to
-        leave it (``clean`` with some tables replaces just those tables).
-        """
-        quoted = mysql_grants.quote_identifier(target)
-        with conn.cursor() as cur:
-            cur.execute("SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
-                        "WHERE SCHEMA_NAME = %s", (target,))
-            existing = cur.fetchone()
-            try:
-                if existing is None:
-                    cur.execute(f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4")
-                    return True, None
-                if _schema_is_empty(cur, target):
-                    return False, existing
-                if not clean:
-                    what = "the tables" if some_tables else "it"
-                    raise UsageError(f"database {target!r} already exists and is not empty; restore into a new name "
-                                     f"(or pass --clean to replace {what})")
-                if some_tables:
-                    return False, False  # the dump's DROP TABLE IF EXISTS replaces just those tables
-                cur.execute(f"DROP DATABASE {quoted}")
-                cur.execute(f"CREATE DATABASE {quoted} CHARACTER SET {existing[0]} COLLATE {existing[1]}")
-                return True, None
-            except pymysql.MySQLError as exc:
-                raise ToolError(f"cannot create database {target!r}: {_server_message(exc)}") from None
-
-    def _undo_schema(self, schema: str, recreate: tuple[str, str] | None) -> None:
-        """Undo a failed restore: drop the schema it created, or empty the empty one it was given."""
-        quoted = mysql_grants.quote_identifier(schema)
-        # A fresh connection: the restore's may have died with the failure.
-        with contextlib.suppress(Exception):
-            conn = self._connect()
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(f"DROP DATABASE IF EXISTS {quoted}")
-                    if recreate is not None:
-                        cur.execute(f"CREATE DATABASE {quoted} CHARACTER SET {recreate[0]} COLLATE {recreate[1]}")
-            finally:
-                conn.close()
-
-    def _pipe_into_client(self, client: str, directory: Path, target: str, stream: BinaryIO,
-                          without_binlog: bool = False) -> int:
-        defaults = self._defaults_file(directory)
-        stderr_path = directory / "client.stderr"
-        args = [client, f"--defaults-extra-file={defaults}", "--binary-mode", "--batch", "--no-auto-rehash",
-                "--default-character-set=utf8mb4", f"--database={target}"]
-        if without_binlog:
-            args.append("--init-command=SET SESSION sql_log_bin=0")
-        size = 0
-        with open(stderr_path, "wb") as stderr:
-            try:
-                process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
-                                           env=self._tool_env(directory))
-            except FileNotFoundError:
-                raise ToolError(f"{client} is not installed") from None
-            try:
-                broken = False
-                while chunk := stream.read(COPY_BUFFER):
-                    size += len(chunk)
-                    try:
-                        process.stdin.write(chunk)
-                    except BrokenPipeError:
-                        broken = True  # the client stopped at an error; its message says which
-                        break
-                if not broken:
-                    with contextlib.suppress(BrokenPipeError):
-                        process.stdin.close()
-                returncode = process.wait()
-            except BaseException:
-                # Kill before closing stdin, so a damaged stream's last statements never run.
-                process.kill()
-                process.wait()
-                raise
-            finally:
-                with contextlib.suppress(OSError):
-                    process.stdin.close()
-        if returncode != 0 or broken:
-            message = _tool_message(stderr_path) or f"exit status {returncode}"
-            raise ToolError(f"{Path(client).name} failed restoring into {target!r}: {message}")
-        return size
 
 
 def _flavor_flags(tool: str) -> list[str]:
@@ -622,23 +482,3 @@ def _tool_version(tool: str) -> str:
         except (OSError, subprocess.TimeoutExpired):
             _versions[tool] = "unknown"
     return _versions[tool]
-
-
-def _check_schema_name(name: str) -> None:
-    if not name:
-        raise UsageError("say which database to restore into: --target-database NAME")
-    if len(name) > 64 or "\x00" in name or name != name.rstrip(" "):
-        raise UsageError(f"{name!r} is not a valid MySQL database name (at most 64 characters, no NUL, "
-                         "no trailing space)")
-
-
-def _schema_is_empty(cur, schema: str) -> bool:
-    for query in ("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
-                  "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s",
-                  "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s"):
-        cur.execute(query, (schema,))
-        if cur.fetchone()[0]:
-            return False
-    return True
-
-
