@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pymysql
 
-from mysql_fixtures import PrivateMariaDB, execute, q
+from tests.mysql_fixtures import PrivateMariaDB, execute, q
 
 
 class BinlogServer(PrivateMariaDB):

@@ -17,6 +17,7 @@ from backups.models import DatabaseTarget
 from restores.models import RestoreRequest
 from restores.pitr import create_pitr_restore, recovery_target
 from restores.services import run_restore
+
 from tests.pg_fixtures import PrivateCluster, _alive, free_port
 
 

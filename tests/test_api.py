@@ -16,8 +16,9 @@ from rq.job import Job
 
 from backups import services
 from backups.models import AuditEvent, Backup, JobStatus
-from conftest import catalog_row, completed_backup, wait_for
 from verification.models import VerificationRun
+
+from tests.helpers import catalog_row, completed_backup, wait_for
 
 SECRET_PASSWORD = "hunter2-not-for-output"
 

@@ -22,12 +22,13 @@ from covet.errors import DamagedError, NotFoundError, ToolError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget
 from backups.shipper import binlog_setup
 from backups.shipper.binlog_archiver import BinlogArchiver
-from binlog_fixtures import (BinlogServer, Load, ids, insert, master_status, next_second, schema_exists,
-                             server_binlogs, sha256_file)
-from conftest import REPO, wait_for, worker_env
-from mysql_fixtures import connect, execute, private_base, q, unique
 from restores.pitr import create_pitr_restore, recovery_target
 from restores.services import run_restore
+
+from tests.binlog_fixtures import (BinlogServer, Load, ids, insert, master_status, next_second, schema_exists,
+                                   server_binlogs, sha256_file)
+from tests.helpers import REPO, wait_for, worker_env
+from tests.mysql_fixtures import connect, execute, private_base, q, unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

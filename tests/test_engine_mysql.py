@@ -20,9 +20,10 @@ from covet.engines import ConnectionParams
 from covet.engines.mysql import MysqlEngine
 from covet.errors import ToolError, UsageError
 from backups.models import AuditEvent, Backup
-from conftest import REPO, wait_for, worker_env
-from mysql_fixtures import (PrivateMariaDB, Schemas, base_tables, connect, execute, private_base, q, table_checksum,
-                            unique)
+
+from tests.helpers import REPO, wait_for, worker_env
+from tests.mysql_fixtures import (PrivateMariaDB, Schemas, base_tables, connect, execute, private_base, q,
+                                  table_checksum, unique)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

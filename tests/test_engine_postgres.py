@@ -23,8 +23,9 @@ from covet.engines import ConnectionParams, DumpOptions, RestoreOptions, compare
 from covet.engines import postgres
 from covet.errors import DamagedError, ToolError, UsageError
 from backups.models import AuditEvent, Backup, DatabaseTarget
-from conftest import wait_for
-from pg_fixtures import (PG_BIN, PrivateCluster, connect, database_exists, drop_database, processes,
+
+from tests.helpers import wait_for
+from tests.pg_fixtures import (PG_BIN, PrivateCluster, connect, database_exists, drop_database, processes,
                                table_checksums, unique)
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,7 +10,8 @@ from django.core.management import call_command
 from backups import jobs, services
 from covet.errors import BusyError, QueueUnavailableError, StorageError
 from backups.models import Backup, DatabaseTarget
-from conftest import wait_for
+
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,8 @@ from backups import archive, jobs
 from covet.engines import pg_wal
 from backups.models import ArchivedLog, Backup, DatabaseTarget
 from restores.models import RestoreRequest
-from tests.conftest import catalog_row
+
+from tests.helpers import catalog_row
 
 pytestmark = pytest.mark.django_db
 

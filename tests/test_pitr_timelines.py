@@ -12,6 +12,7 @@ import pytest
 
 from backups import archive, services
 from backups.models import ArchivedLog, DatabaseTarget
+
 from tests.pg_fixtures import PG_BIN, PrivateCluster
 from tests.pitr_fixtures import ArchivingCluster, ingest, recover, switch_and_ingest
 

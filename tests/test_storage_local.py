@@ -7,7 +7,8 @@ import pytest
 from covet.errors import StorageError, UsageError
 from covet.storage import object_key, open_storage
 from covet.storage.local import COPY_BUFFER
-from storage_contract import StorageContract
+
+from tests.storage_contract import StorageContract
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 from backups import archive, services
 from backups.models import ArchivedLog
 from backups.shipper import covet_wal, paths
-from tests.conftest import wait_for
+
+from tests.helpers import wait_for
 from tests.wal_fixtures import ArchivingCluster, ShipperProcess, fetch, push, reachable_dir, remove
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import REPO, worker_env
+from tests.helpers import REPO, worker_env
 from tests.pg_fixtures import PG_BIN, PrivateCluster, connect
 
 ENTRY_POINT = REPO / "backups" / "shipper" / "covet_wal.py"
