@@ -25,10 +25,10 @@ from backups.shipper.binlog_archiver import BinlogArchiver
 from restores.pitr import create_pitr_restore, recovery_target
 from restores.services import run_restore
 
-from tests.binlog_fixtures import (BinlogServer, Load, ids, insert, master_status, next_second, schema_exists,
-                                   server_binlogs, sha256_file)
+from bench.servers.mariadb import BinlogServer, connect, execute, master_status, private_base, q
+from tests.binlog_fixtures import Load, ids, insert, next_second, schema_exists, server_binlogs, sha256_file
 from tests.helpers import REPO, wait_for, worker_env
-from tests.mysql_fixtures import connect, execute, private_base, q, unique
+from tests.mysql_fixtures import unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -21,9 +21,9 @@ from covet.engines.mysql import MysqlEngine
 from covet.errors import ToolError, UsageError
 from backups.models import AuditEvent, Backup
 
+from bench.servers.mariadb import PrivateMariaDB, connect, execute, private_base, q, table_checksum
 from tests.helpers import REPO, wait_for, worker_env
-from tests.mysql_fixtures import (PrivateMariaDB, Schemas, base_tables, connect, execute, private_base, q,
-                                  table_checksum, unique)
+from tests.mysql_fixtures import Schemas, base_tables, unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

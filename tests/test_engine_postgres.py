@@ -25,8 +25,8 @@ from covet.errors import DamagedError, ToolError, UsageError
 from backups.models import AuditEvent, Backup, DatabaseTarget
 
 from tests.helpers import wait_for
-from tests.pg_fixtures import (PG_BIN, PrivateCluster, connect, database_exists, drop_database, processes,
-                               table_checksums, unique)
+from bench.servers.postgres import PG_BIN, PrivateCluster, connect
+from tests.pg_fixtures import database_exists, drop_database, processes, table_checksums, unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

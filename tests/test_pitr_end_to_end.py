@@ -12,7 +12,7 @@ import pytest
 from backups import services
 from backups.models import ArchivedLog
 
-from tests.pg_fixtures import free_port
+from bench.servers import free_port
 from tests.pitr_fixtures import reachable_dir as recovery_parent
 from tests.wal_fixtures import ArchivingCluster, ShipperProcess, reachable_dir, remove
 

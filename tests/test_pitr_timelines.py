@@ -13,8 +13,8 @@ import pytest
 from backups import archive, services
 from backups.models import ArchivedLog, DatabaseTarget
 
-from tests.pg_fixtures import PG_BIN, PrivateCluster
-from tests.pitr_fixtures import ArchivingCluster, ingest, recover, switch_and_ingest
+from bench.servers.postgres import PG_BIN, PrivateCluster
+from tests.pitr_fixtures import ArchivingCluster, recover, switch_and_ingest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

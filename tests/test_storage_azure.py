@@ -19,7 +19,7 @@ from covet.errors import NotFoundError, StorageError, UsageError
 from covet.storage import open_storage
 from covet.storage.azure import AzureStorage
 
-from tests.azurite_server import ACCOUNT_KEY, ACCOUNT_NAME
+from bench.servers.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from tests.helpers import REPO
 from tests.storage_contract import StorageContract, payload
 
