@@ -7,10 +7,10 @@ mariadb-install-db installed; no server needs to be running):
     .venv/bin/python bench/binlog_replay.py --small         # ~150 MiB of binlogs: a quick check (~5 min)
     .venv/bin/python bench/binlog_replay.py --rounds 3 --rpo-seconds 120 --rpo-timeouts 60,5,1
 
-Everything happens on a private mariadbd (tests/binlog_fixtures.py:
+Everything happens on a private mariadbd (bench/servers/mariadb.py:
 BinlogServer: own temporary datadir, free port, --log-bin, --server-id,
 binlog_format=ROW, 128 MB buffer pool) and a private Covet site
-(bench/engines.py: catalog, key, local storage in a temporary directory),
+(bench/harness.py: catalog, key, local storage in a temporary directory),
 both removed at the end, also on failure (the server is stopped by PID).
 
 1. Schema ``shop`` (customers, orders, order_events, inventory, ticks:
@@ -96,17 +96,14 @@ import threading
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+import pymysql
 
-import engines  # noqa: E402
-from engines import MiB, Run, measure  # noqa: E402
-import pymysql  # noqa: E402
-from binlog_fixtures import BinlogServer, master_status  # noqa: E402
-from mysql_fixtures import execute, private_base, q, table_checksum  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script: the root, so covet and bench import by their package names
+
+from bench import harness  # noqa: E402
+from bench.harness import MiB, Run, measure  # noqa: E402
+from bench.servers.mariadb import BinlogServer, execute, master_status, private_base, q, table_checksum  # noqa: E402
 
 DB = "shop"
 TARGET = "bench"
@@ -153,8 +150,8 @@ def server_cpu(server: BinlogServer) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Site(engines.Site):
-    """bench/engines.py's private site, plus calls whose output we need and the catalog from this process."""
+class Site(harness.Site):
+    """bench/harness.py's private site, plus calls whose output we need and the catalog from this process."""
 
     def call(self, *argv: str) -> str:
         done = subprocess.run([PYTHON, MANAGE, *argv], env=self.env, cwd=REPO, capture_output=True, text=True)
@@ -462,7 +459,7 @@ def measure_rpo(site: Site, server: BinlogServer, timeout: float, seconds: float
 
 # The recoveries ----------------------------------------------------------------------------------------------
 
-class Watch(engines.Poller):
+class Watch(harness.Poller):
     """Note, every 0.2 s while a command runs, when paths appear and processes matching a string live."""
 
     interval = 0.2
@@ -524,8 +521,8 @@ def hand_recover(server: BinlogServer, schema: str, dump: Path, files: list[Path
                          f"--rewrite-db={DB}->{schema}", f"--start-position={position}", *map(str, files)])
     env = {**os.environ, "TZ": "UTC"}
     cpu = server_cpu(server)
-    restore = measure(engines.pipeline(f"{create} && {load} < {shlex.quote(str(dump))}"), env, work)
-    replay = measure(engines.pipeline(f"{binlog} | {shlex.join(client)}"), env, work)
+    restore = measure(harness.pipeline(f"{create} && {load} < {shlex.quote(str(dump))}"), env, work)
+    replay = measure(harness.pipeline(f"{binlog} | {shlex.join(client)}"), env, work)
     whole = Run(restore.wall + replay.wall, max(restore.peak_rss, replay.peak_rss), restore.cpu + replay.cpu, "")
     return {"run": whole, "server_cpu": server_cpu(server) - cpu, "replay": replay.wall,
             "phases": {"dump restore (mariadb < dump.sql)": restore.wall,

@@ -6,7 +6,7 @@ Run from the repository root as root (the private cluster runs as postgres):
     .venv/bin/python bench/pitr.py --small          # ~100 MB, ~160 MB of WAL: a quick check
     .venv/bin/python bench/pitr.py --rounds 3       # 3 pairs of backups and of recoveries
 
-One private PostgreSQL 15 cluster (tests/pg_fixtures.py; full_page_writes
+One private PostgreSQL 15 cluster (bench/servers/postgres.py; full_page_writes
 on, archive_mode on, archive_timeout off, max_wal_size 4GB) holds the
 realistic shop database of bench/realistic.py (customers, orders, reviews:
 about 800 MB at scale 1.0). Its archive_command feeds both archives, one
@@ -68,17 +68,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(REPO))
+from psycopg import sql
 
-import engines  # noqa: E402
-import realistic  # noqa: E402
-from engines import MiB, Run, load_pg_realistic, measure, tsv_files  # noqa: E402
-from psycopg import sql  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script: the root, so covet and bench import by their package names
 
-from tests.pg_fixtures import PG_BIN, PrivateCluster, _alive, connect, free_port  # noqa: E402
+from bench import harness, realistic  # noqa: E402
+from bench.harness import MiB, Run, load_pg_realistic, measure, tsv_files  # noqa: E402
+from bench.servers import free_port  # noqa: E402
+from bench.servers.postgres import PG_BIN, PrivateCluster, alive, connect  # noqa: E402
 
 DB = "shop"
 TARGET = "bench"
@@ -126,8 +124,8 @@ def as_postgres_argv(*argv: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv]
 
 
-class Site(engines.Site):
-    """bench/engines.py's private site (catalog, default key, local storage), plus a socket directory for the
+class Site(harness.Site):
+    """bench/harness.py's private site (catalog, default key, local storage), plus a socket directory for the
     shipper that the postgres user can reach, a PITR target and the shipper process."""
 
     def __init__(self, root: Path):
@@ -310,7 +308,7 @@ def ours_backup(site: Site, work: Path) -> tuple[Run, dict]:
     return result, json.loads(result.stdout)
 
 
-class Watch(engines.Poller):
+class Watch(harness.Poller):
     """Note when each of some paths first exists, and when it is gone again (polled every 20 ms)."""
 
     interval = 0.02
@@ -475,12 +473,12 @@ def stop_server(data_dir: Path) -> None:
         pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return
-    if _alive(pid):
+    if alive(pid):
         os.kill(pid, signal.SIGINT)  # fast shutdown
         deadline = time.monotonic() + 60
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 

@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # run as a script: the root, so covet and bench import by their package names
 
 MiB = 1 << 20
 
@@ -103,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     size = args.size_mib * MiB
 
-    from azurite_server import ACCOUNT_KEY, ACCOUNT_NAME, AzuriteServer
+    from bench.servers.azurite import ACCOUNT_KEY, ACCOUNT_NAME, AzuriteServer
 
     with tempfile.TemporaryDirectory() as tmp:
         key_file = Path(tmp) / "account.key"

@@ -5,7 +5,7 @@ Run from the repository root:
     .venv/bin/python bench/storage_s3.py                    # 1 GiB, the backend's defaults
     .venv/bin/python bench/storage_s3.py --size-mib 256 --concurrency 8 --part-size-mib 16
 
-It starts ``python -m moto.server`` on a free loopback port (tests/moto_server.py),
+It starts ``python -m moto.server`` on a free loopback port (bench/servers/moto.py),
 uploads and deletes one object of the same size to warm it up, then for each row runs the transfer in a fresh interpreter so its
 ru_maxrss (peak RSS) sees only that work, and reports the peak's growth
 over the idle process (imports and a warm connection done). The object is
@@ -36,9 +36,9 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # run as a script: the root, so covet and bench import by their package names
 
-from moto_server import TEST_CREDENTIALS, MotoServer  # noqa: E402
+from bench.servers.moto import TEST_CREDENTIALS, MotoServer  # noqa: E402
 
 MiB = 1 << 20
 

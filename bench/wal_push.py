@@ -5,7 +5,7 @@ Run from the repository root as root (private clusters run as postgres):
     .venv/bin/python bench/wal_push.py                 # all three parts
     .venv/bin/python bench/wal_push.py --only capacity --segments 64
 
-Parts, each on a private PostgreSQL 15 cluster (tests/pg_fixtures.py, with
+Parts, each on a private PostgreSQL 15 cluster (bench/servers/postgres.py, with
 full_page_writes on) and a private Covet site (catalog, default key, local
 storage) in a temporary directory:
 
@@ -53,10 +53,9 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # run as a script: the root, so covet and bench import by their package names
 
-from tests.pg_fixtures import PG_BIN, connect  # noqa: E402
-from tests.wal_fixtures import ArchivingCluster  # noqa: E402
+from bench.servers.postgres import PG_BIN, PrivateCluster, connect  # noqa: E402
 
 PYTHON = sys.executable
 MANAGE = str(REPO / "manage.py")
@@ -93,7 +92,7 @@ class Site:
             raise RuntimeError(f"manage.py {' '.join(argv)} failed: {done.stderr}{done.stdout}")
         return done.stdout
 
-    def pitr_target(self, name: str, cluster: ArchivingCluster) -> str:
+    def pitr_target(self, name: str, cluster: PrivateCluster) -> str:
         """Register the cluster as a target, set archiving up; return the archive_command setup_pitr prints."""
         self.manage("target", "add", name, "--database", "postgresql", "--name", "postgres", "--host", "127.0.0.1",
                     "--port", str(cluster.port), "--user", "postgres")
@@ -141,8 +140,8 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def new_cluster() -> ArchivingCluster:
-    cluster = ArchivingCluster().start()
+def new_cluster() -> PrivateCluster:
+    cluster = PrivateCluster().start()
     cluster.configure(full_page_writes="on", max_wal_size="4GB", archive_mode="on", archive_command="",
                       wal_keep_size="0")
     return cluster
@@ -150,7 +149,7 @@ def new_cluster() -> ArchivingCluster:
 
 # Capacity --------------------------------------------------------------------------------------
 
-def make_ready_segments(cluster: ArchivingCluster, count: int) -> list[str]:
+def make_ready_segments(cluster: PrivateCluster, count: int) -> list[str]:
     """Insert shop-like rows until ``count`` segments are ready; return the oldest ``count`` ready names."""
     status = cluster.data / "pg_wal" / "archive_status"
     words = "ARRAY[" + ",".join(f"'{word}'" for word in WORDS) + "]"
@@ -195,7 +194,7 @@ def push_all(command: str, names: list[str], data: Path, mark_done: bool) -> tup
     return time.perf_counter() - started, children_cpu() - cpu
 
 
-def pgbackrest_config(work: Path, cluster: ArchivingCluster) -> Path:
+def pgbackrest_config(work: Path, cluster: PrivateCluster) -> Path:
     """Write a pgBackRest config (zst 3, aes-256-cbc, one repository) and create the stanza; return its path."""
     for sub in ("repo", "lock", "log", "spool"):
         (work / sub).mkdir(parents=True)

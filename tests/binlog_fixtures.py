@@ -1,4 +1,5 @@
-"""Helpers for the binlog PITR tests: a private mariadbd that can be restarted, loads, and catalog shortcuts."""
+"""Helpers for the binlog PITR tests: loads on a private mariadbd (bench.servers.mariadb.BinlogServer),
+binlog listings and checksums, and waiting for the next second."""
 
 import hashlib
 import threading
@@ -8,26 +9,7 @@ from pathlib import Path
 
 import pymysql
 
-from mysql_fixtures import PrivateMariaDB, execute, q
-
-
-class BinlogServer(PrivateMariaDB):
-    """A private mariadbd with --log-bin, --server-id and binlog_format=ROW that keeps its data across restarts."""
-
-    def restart(self) -> None:
-        """Stop the server cleanly (SIGTERM, by PID) and start it again on the same datadir, port and socket."""
-        self.process.terminate()
-        self.process.wait(timeout=60)
-        self.start()
-
-    def binlog_path(self, name: str) -> Path:
-        return self.datadir / name
-
-
-def master_status(conn) -> tuple[str, int]:
-    """Return the server's current binlog file and position."""
-    name, position = execute(conn, "SHOW MASTER STATUS")[0][:2]
-    return name, int(position)
+from bench.servers.mariadb import PrivateMariaDB, execute, q
 
 
 def server_binlogs(conn) -> list[str]:

@@ -5,14 +5,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO, worker_env
 
-pytest_plugins = ["tests.pitr_fixtures"]  # the servers fixture of the PITR tests
+# Fixture modules: the PITR tests' servers, the moto S3 server and the Azurite emulator.
+pytest_plugins = ["tests.pitr_fixtures", "tests.moto_server", "tests.azurite_server"]
 
 
 @pytest.fixture
@@ -84,19 +84,6 @@ def clean_queues():
     connection.flushdb()
 
 
-def worker_env(settings) -> dict:
-    """The environment a worker process needs to share this test's catalog, storage and key."""
-    from django.db import connection
-
-    env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "covet_site.test_settings"
-    env["DATABASE_URL"] = f"sqlite:///{connection.settings_dict['NAME']}"
-    env["COVET_BACKUP_DIR"] = str(settings.COVET_BACKUP_DIR)
-    env["COVET_DEFAULT_KEY_FILE"] = str(settings.COVET_DEFAULT_KEY_FILE)
-    env["COVET_HEARTBEAT_INTERVAL"] = str(settings.COVET_HEARTBEAT_INTERVAL)
-    return env
-
-
 @pytest.fixture
 def rq_worker(settings, clean_queues):
     """Start a real `manage.py rqworker` process on the test catalog; yield it; stop it."""
@@ -122,17 +109,6 @@ def rq_worker(settings, clean_queues):
                 proc.wait()
 
 
-def wait_for(predicate, timeout: float = 60, interval: float = 0.2, message: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {message}")
-
-
 @pytest.fixture
 def cli(settings, transactional_db):
     """Run `manage.py ARGS` as its own process on the test catalog; return the CompletedProcess."""
@@ -152,23 +128,3 @@ def target(sample_sqlite):
     from backups.services.targets import add_target
 
     return add_target("app", "sqlite", str(sample_sqlite))
-
-
-def catalog_row(target, created_at=None, status="completed", database=""):
-    """A catalog row as a finished job would leave it, without running anything."""
-    from datetime import datetime, timezone
-
-    from backups.models import Backup
-    from backups.services.storages import default_storage
-
-    return Backup.objects.create(target=target, database_name=database or target.database,
-                                 storage=default_storage(), compression="zstd", cipher="none",
-                                 status=status, created_at=created_at or datetime.now(timezone.utc))
-
-
-def completed_backup(target, user="admin"):
-    """A real, encrypted backup of ``target`` run in this process."""
-    from backups.services.runs import BackupRequest, create_backup, run_backup
-
-    backup = create_backup(BackupRequest(target=target, initiated_by=user, tags={"env": "test"}))
-    return run_backup(backup.id)

@@ -17,7 +17,9 @@ from backups.models import DatabaseTarget
 from restores.models import RestoreRequest
 from restores.pitr import create_pitr_restore, recovery_target
 from restores.services import run_restore
-from tests.pg_fixtures import PrivateCluster, _alive, free_port
+
+from bench.servers import free_port
+from bench.servers.postgres import PrivateCluster, alive
 
 
 class ArchivingCluster(PrivateCluster):
@@ -104,6 +106,6 @@ def servers():
             pid = int(pid_file.read_text().split("\n", 1)[0])
             subprocess.run(["kill", "-INT", str(pid)], check=False)
             deadline = time.monotonic() + 30
-            while _alive(pid) and time.monotonic() < deadline:
+            while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
         shutil.rmtree(parent, ignore_errors=True)

@@ -39,10 +39,32 @@ class Exploding(io.RawIOBase):
         return b"z" * n
 
 
+class Watched(io.RawIOBase):
+    """``size`` bytes of payload that call ``then()`` once, when more than ``after`` bytes have been read."""
+
+    def __init__(self, size: int, after: int, then):
+        self.data = io.BytesIO(payload(size))
+        self.after, self.then, self.called = after, then, False
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        if not self.called and self.data.tell() > self.after:
+            self.called = True
+            self.then()
+        return self.data.read(n if n and n > 0 else MiB)
+
+
 class StorageContract:
-    """Behaviour shared by every backend. Subclasses set ``part_size`` to the backend's upload unit."""
+    """Behaviour shared by every backend.
+
+    Subclasses set ``part_size`` to the backend's upload unit and
+    ``knows_free_space`` when the backend can tell how much room is left.
+    """
 
     part_size = 8 * MiB
+    knows_free_space = False
 
     def sizes(self):
         return [0, 1, self.part_size, 2 * self.part_size + 1]
@@ -63,7 +85,27 @@ class StorageContract:
         assert [o.key for o in store.list("fail/")] == []
         with pytest.raises(NotFoundError):
             store.stat("fail/x.covet")
+        with pytest.raises(NotFoundError):
+            store.get("fail/x.covet")
         store.abort("fail/x.covet")  # idempotent clean-up after a killed writer
+
+    def test_an_object_is_invisible_until_its_put_completes(self, store):
+        store.put_bytes("slow/done.covet", b"complete")
+        seen = []
+
+        def look():
+            try:
+                store.stat("slow/x.covet")
+                found = "stat found it"
+            except NotFoundError:
+                found = "not found"
+            seen.append(([o.key for o in store.list("slow/")], found))
+
+        size = 2 * self.part_size + 5
+        store.put("slow/x.covet", Watched(size, after=self.part_size + 1, then=look), size_hint=size)
+        assert seen == [(["slow/done.covet"], "not found")]
+        assert [o.key for o in store.list("slow/")] == ["slow/done.covet", "slow/x.covet"]
+        assert store.stat("slow/x.covet").size == size
 
     def test_it_lists_complete_objects_by_prefix_in_key_order(self, store):
         for key in ("b/2", "a/1", "a/0", "ab/3", "c"):
@@ -88,6 +130,17 @@ class StorageContract:
     def test_it_refuses_keys_that_could_escape_its_prefix(self, store, key):
         with pytest.raises(UsageError):
             store.put_bytes(key, b"x")
+
+    def test_an_unknown_tier_is_a_usage_error(self, store):
+        with pytest.raises(UsageError):
+            store.check_tier("no-such-tier")
+
+    def test_free_space_is_reported_only_where_the_backend_can_tell(self, store):
+        free = store.free_bytes()
+        if self.knows_free_space:
+            assert isinstance(free, int) and free > 0
+        else:
+            assert free is None
 
     def test_describe_names_the_object(self, store):
         store.put_bytes("where/x.covet", b"1")

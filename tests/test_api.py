@@ -16,10 +16,11 @@ from rq.job import Job
 
 
 from backups.models import AuditEvent, Backup, JobStatus
-from conftest import catalog_row, completed_backup, wait_for
 from verification.models import VerificationRun
 from backups.services.catalog import backup_summary
 from backups.services.targets import add_target, get_target
+
+from tests.helpers import catalog_row, completed_backup, wait_for
 
 SECRET_PASSWORD = "hunter2-not-for-output"
 

@@ -22,15 +22,16 @@ from covet.errors import DamagedError, NotFoundError, ToolError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget
 from archiving.services import binlog_setup
 from archiving.services.binlog_archiver import BinlogArchiver
-from binlog_fixtures import (BinlogServer, Load, ids, insert, master_status, next_second, schema_exists,
-                             server_binlogs, sha256_file)
-from conftest import REPO, wait_for, worker_env
-from mysql_fixtures import connect, execute, private_base, q, unique
 from restores.pitr import create_pitr_restore, recovery_target
 from restores.services import run_restore
 from backups.services.runs import BackupRequest, create_backup, run_backup
 from backups.services.targets import add_target
 from archiving.services.windows import archive_summary
+
+from bench.servers.mariadb import BinlogServer, connect, execute, master_status, private_base, q
+from tests.binlog_fixtures import Load, ids, insert, next_second, schema_exists, server_binlogs, sha256_file
+from tests.helpers import REPO, wait_for, worker_env
+from tests.mysql_fixtures import unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -20,9 +20,11 @@ from covet.engines import ConnectionParams
 from covet.engines.mysql import MysqlEngine
 from covet.errors import ToolError, UsageError
 from backups.models import AuditEvent, Backup
-from conftest import REPO, wait_for, worker_env
-from mysql_fixtures import (PrivateMariaDB, Schemas, base_tables, connect, execute, private_base, q, table_checksum,
-                            unique)
+
+from bench.servers.mariadb import PrivateMariaDB, connect, execute, private_base, q, table_checksum
+from tests.engine_contract import ContractDatabases, EngineContract
+from tests.helpers import REPO, wait_for, worker_env
+from tests.mysql_fixtures import Schemas, base_tables, unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -479,6 +481,46 @@ def test_a_full_disk_in_the_storage_fails_the_backup_and_leaves_nothing(cli, roo
         assert not [p for p in psutil.process_iter(["cmdline"]) if source in " ".join(p.info["cmdline"] or [])]
     finally:
         subprocess.run(["umount", str(mount_point)], check=True)
+
+
+# The engine contract ---------------------------------------------------------------------------
+
+class SharedServerSchemas(ContractDatabases):
+    """The contract's databases as schemas on the shared MariaDB, made and dropped by a ``Schemas``."""
+
+    def __init__(self, made: Schemas):
+        self.made = made
+
+    def table(self, name: str) -> str:
+        return name  # the restore renames the schema, so manifests name tables alone
+
+    def create(self, rows: list[tuple]) -> str:
+        name = self.made.new()
+        execute(self.made.conn, f"CREATE TABLE {q(name)}.items (id INT PRIMARY KEY, note TEXT)",
+                f"CREATE TABLE {q(name)}.empty (id INT PRIMARY KEY)")
+        with self.made.conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO {q(name)}.items VALUES (%s, %s)", rows)
+        return name
+
+    def new_name(self) -> str:
+        return self.made.name()
+
+    def rows(self, database: str) -> list[tuple]:
+        return execute(self.made.conn, f"SELECT id, note FROM {q(database)}.items ORDER BY id")
+
+    def traces(self, database: str) -> list[str]:
+        return [database] if execute(self.made.conn, "SELECT COUNT(*) FROM information_schema.SCHEMATA "
+                                                     "WHERE SCHEMA_NAME = %s", args=(database,))[0][0] else []
+
+
+class TestMysqlEngineContract(EngineContract):
+    @pytest.fixture
+    def engine(self, tmp_path):
+        return MysqlEngine(ConnectionParams(user="root"), str(tmp_path / "engine-tmp"))
+
+    @pytest.fixture
+    def databases(self, schemas):
+        return SharedServerSchemas(schemas)
 
 
 # Restore rules --------------------------------------------------------------------------------

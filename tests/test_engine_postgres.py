@@ -1,7 +1,8 @@
 """The PostgreSQL engine against real servers: the shared one on 127.0.0.1:5432 and private clusters we start.
 
 Most tests go through the commands (``cli``), so commands, services and the
-engine are tested together; a few call the engine or the tool search alone.
+engine are tested together; the engine contract (tests/engine_contract.py) and
+a few more call the engine or the tool search alone.
 Every database and role made here has a unique name and is dropped in
 teardown, also when a test fails.
 """
@@ -20,12 +21,14 @@ import pytest
 from psycopg import sql
 
 from covet.engines import ConnectionParams, DumpOptions, RestoreOptions, compare_manifests
-from covet.engines import postgres
+from covet.engines import pg_tools, postgres
 from covet.errors import DamagedError, ToolError, UsageError
 from backups.models import AuditEvent, Backup, DatabaseTarget
-from conftest import wait_for
-from pg_fixtures import (PG_BIN, PrivateCluster, connect, database_exists, drop_database, processes,
-                               table_checksums, unique)
+
+from tests.helpers import wait_for
+from bench.servers.postgres import PG_BIN, PrivateCluster, connect
+from tests.engine_contract import BreaksHalfway, ContractDatabases, EngineContract
+from tests.pg_fixtures import database_exists, drop_database, processes, table_checksums, unique
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -570,7 +573,7 @@ def test_a_full_target_disk_fails_the_backup_with_exit_6_and_leaves_nothing(cli,
 
 def fake_tools(directory: Path, version: str) -> Path:
     directory.mkdir(parents=True)
-    for tool in postgres.TOOLS:
+    for tool in pg_tools.TOOLS:
         script = directory / tool
         script.write_text(f"#!/bin/sh\necho '{tool} (PostgreSQL) {version}'\n")
         script.chmod(0o755)
@@ -581,7 +584,7 @@ def linked_tools(lib: Path, *majors: int) -> Path:
     for major in majors:
         bin_dir = lib / str(major) / "bin"
         bin_dir.mkdir(parents=True)
-        for tool in postgres.TOOLS:
+        for tool in pg_tools.TOOLS:
             (bin_dir / tool).symlink_to(PG_BIN / tool)
     return lib
 
@@ -615,8 +618,8 @@ def test_a_backup_without_suitable_tools_fails_with_exit_5_naming_what_is_needed
     from backups.services.runs import BackupRequest, create_backup, run_backup
     from backups.services.targets import add_target
 
-    monkeypatch.setattr(postgres, "PG_LIB_DIR", tmp_path)
-    monkeypatch.setattr(postgres, "TOOL_SEARCH_PATH", str(tmp_path))
+    monkeypatch.setattr(pg_tools, "PG_LIB_DIR", tmp_path)
+    monkeypatch.setattr(pg_tools, "TOOL_SEARCH_PATH", str(tmp_path))
     source = pg.create()
     target = add_target("pg", "postgresql", source, host="127.0.0.1", port=5432, user="postgres")
     pending = create_backup(BackupRequest(target=target))
@@ -631,9 +634,48 @@ def test_a_backup_without_suitable_tools_fails_with_exit_5_naming_what_is_needed
 
 # The engine alone -------------------------------------------------------------------------------
 
-def engine(tmp_path) -> postgres.PostgresEngine:
+def new_engine(tmp_path) -> postgres.PostgresEngine:
     return postgres.PostgresEngine(ConnectionParams(host="127.0.0.1", port=5432, user="postgres"),
                                    str(tmp_path / "engine-tmp"))
+
+
+class SharedServerDatabases(ContractDatabases):
+    """The contract's databases on the shared server, made and dropped by a ``Databases``."""
+
+    def __init__(self, made: Databases):
+        self.made = made
+
+    def table(self, name: str) -> str:
+        return f"public.{name}"
+
+    def create(self, rows: list[tuple]) -> str:
+        name = self.made.create()
+        with connect(name) as conn:
+            conn.execute("CREATE TABLE items (id integer PRIMARY KEY, note text); "
+                         "CREATE TABLE empty (id integer PRIMARY KEY)")
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO items VALUES (%s, %s)", rows)
+        return name
+
+    def new_name(self) -> str:
+        return self.made.name()
+
+    def rows(self, database: str) -> list[tuple]:
+        with connect(database) as conn:
+            return conn.execute("SELECT id, note FROM items ORDER BY id").fetchall()
+
+    def traces(self, database: str) -> list[str]:
+        return [database] if database_exists(database) else []
+
+
+class TestPostgresEngineContract(EngineContract):
+    @pytest.fixture
+    def engine(self, tmp_path):
+        return new_engine(tmp_path)
+
+    @pytest.fixture
+    def databases(self, pg):
+        return SharedServerDatabases(pg)
 
 
 def test_tables_above_the_threshold_are_estimated_and_never_reported_as_differences(pg, tmp_path, monkeypatch):
@@ -641,7 +683,7 @@ def test_tables_above_the_threshold_are_estimated_and_never_reported_as_differen
     run_sql(source, "CREATE TABLE small (id int); CREATE TABLE large (id int); "
                     "INSERT INTO large SELECT generate_series(1, 5000); ANALYZE large;")
     monkeypatch.setattr(postgres, "ROW_COUNT_EXACT_LIMIT", 8192)  # one page: "small" is empty, "large" is not
-    pg_engine = engine(tmp_path)
+    pg_engine = new_engine(tmp_path)
     with pg_engine.dump(source) as dump:
         data = dump.stream.read()
         assert dump.stream.read() == b""
@@ -656,28 +698,17 @@ def test_tables_above_the_threshold_are_estimated_and_never_reported_as_differen
     assert not list((tmp_path / "engine-tmp").iterdir())
 
 
-class _BreaksHalfway:
-    def __init__(self, data: bytes):
-        self.data = io.BytesIO(data)
-        self.limit = len(data) // 2
-
-    def read(self, size=-1):
-        if self.data.tell() >= self.limit:
-            raise DamagedError("frame 3 failed authentication")
-        return self.data.read(min(size, self.limit - self.data.tell()))
-
-
-@pytest.mark.parametrize("parallel", [1, 2])
-def test_a_stream_that_breaks_mid_restore_leaves_no_database_behind(pg, tmp_path, parallel):
+def test_a_stream_that_breaks_mid_parallel_restore_leaves_no_database_behind(pg, tmp_path):
+    # The contract covers a streamed restore; a parallel one unpacks a directory-format dump first.
     source = pg.create()
     run_sql(source, "CREATE TABLE t (id int, v text); "
                     "INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g")
-    pg_engine = engine(tmp_path)
-    with pg_engine.dump(source, DumpOptions(parallel=parallel)) as dump:
+    pg_engine = new_engine(tmp_path)
+    with pg_engine.dump(source, DumpOptions(parallel=2)) as dump:
         data = b"".join(iter(lambda: dump.stream.read(65536), b""))
     target = pg.name()
     with pytest.raises(DamagedError, match="frame 3"):
-        pg_engine.restore(_BreaksHalfway(data), target, RestoreOptions(parallel=parallel))
+        pg_engine.restore(BreaksHalfway(data), target, RestoreOptions(parallel=2))
     assert not database_exists(target)
     assert not list((tmp_path / "engine-tmp").iterdir())
 
@@ -688,7 +719,7 @@ def test_a_parallel_dump_refuses_to_start_without_room_for_its_directory(pg, tmp
     full = SimpleNamespace(total=10 ** 9, used=10 ** 9, free=0)
     monkeypatch.setattr(postgres.shutil, "disk_usage", lambda path: full)
     with pytest.raises(UsageError) as raised:
-        with engine(tmp_path).dump(source, DumpOptions(parallel=2)):
+        with new_engine(tmp_path).dump(source, DumpOptions(parallel=2)):
             pytest.fail("the dump started")
     assert "0 MiB free" in str(raised.value) and "--parallel 1" in str(raised.value)
     assert not list((tmp_path / "engine-tmp").iterdir())

@@ -10,11 +10,11 @@ from django.core.management import call_command
 from backups import jobs
 from covet.errors import BusyError, QueueUnavailableError, StorageError
 from backups.models import Backup, DatabaseTarget
-from conftest import wait_for
 from backups.services.runs import BackupRequest, create_backup, run_backup
 from backups.services.targets import adhoc_target
 from core.cancel import request_cancel
 from core.lifecycle import job_tmp_dir
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

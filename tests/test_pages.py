@@ -8,11 +8,12 @@ from django.contrib.messages import get_messages
 
 
 from backups.models import AuditEvent, Backup, JobStatus
-from conftest import catalog_row, completed_backup
 from restores.models import RestoreRequest
 from verification.models import VerificationRun
 from backups.services.catalog import backup_summary
 from backups.services.targets import add_target
+
+from tests.helpers import catalog_row, completed_backup
 
 # django-rq defers enqueueing to the commit of a test transaction, so tests that queue jobs run outside one.
 queues_jobs = pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ from restores import jobs
 from covet.engines import pg_wal
 from backups.models import ArchivedLog, Backup, DatabaseTarget
 from restores.models import RestoreRequest
-from tests.conftest import catalog_row
+from tests.helpers import catalog_row
 from tests.wal_fixtures import reachable_dir, remove
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,8 @@ import pytest
 
 
 from backups.models import ArchivedLog
-from tests.pg_fixtures import free_port
+
+from bench.servers import free_port
 from tests.pitr_fixtures import reachable_dir as recovery_parent
 from tests.wal_fixtures import ArchivingCluster, ShipperProcess, reachable_dir, remove
 from backups.services.targets import add_target

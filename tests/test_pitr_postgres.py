@@ -22,7 +22,8 @@ from covet.errors import DamagedError, NotFoundError
 from backups.models import ArchivedLog, DatabaseTarget
 from restores.pitr import create_pitr_restore, recovery_target
 from restores.services import run_restore
-from tests.pg_fixtures import free_port
+
+from bench.servers import free_port
 from tests.pitr_fixtures import ArchivingCluster, ingest, reachable_dir, recover, rows_in, switch_and_ingest
 from backups.services.runs import BackupRequest, create_backup, run_backup
 from archiving.services.windows import refresh_usable

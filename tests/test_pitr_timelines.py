@@ -12,9 +12,9 @@ import pytest
 
 from archiving.services import archive
 from backups.models import ArchivedLog, DatabaseTarget
-from tests.pg_fixtures import PG_BIN, PrivateCluster
-from tests.pitr_fixtures import ArchivingCluster, ingest, recover, switch_and_ingest
 from backups.services.runs import BackupRequest, create_backup, run_backup
+from bench.servers.postgres import PG_BIN, PrivateCluster
+from tests.pitr_fixtures import ArchivingCluster, recover, switch_and_ingest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,4 +1,5 @@
-"""The SQLite engine: consistent online backups under concurrent writes; restores that never leave a bad file."""
+"""The SQLite engine: the engine contract, consistent online backups under concurrent writes, and restores
+that never leave a bad file."""
 
 import io
 import sqlite3
@@ -6,12 +7,15 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 
 import pytest
 
 from covet.engines import ConnectionParams, open_engine
-from covet.errors import DamagedError, NotFoundError, UsageError
-from tests.conftest import wait_for
+from covet.errors import DamagedError
+from tests.helpers import wait_for
+
+from tests.engine_contract import ContractDatabases, EngineContract
 
 WRITER = textwrap.dedent("""
     import sqlite3, sys, time
@@ -31,6 +35,48 @@ WRITER = textwrap.dedent("""
 @pytest.fixture
 def engine(tmp_path):
     return open_engine("sqlite", ConnectionParams(), str(tmp_path / "scratch"))
+
+
+class SqliteFiles(ContractDatabases):
+    """SQLite databases are files, all in one directory that goes with the test's tmp_path."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        directory.mkdir()
+
+    def table(self, name: str) -> str:
+        return f"main.{name}"
+
+    def create(self, rows: list[tuple]) -> str:
+        path = self.new_name()
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, note TEXT)")
+            conn.execute("CREATE TABLE empty (id INTEGER PRIMARY KEY)")
+            conn.executemany("INSERT INTO items VALUES (?, ?)", rows)
+        conn.close()
+        return path
+
+    def new_name(self) -> str:
+        return str((self.directory / f"{uuid.uuid4().hex[:10]}.db").resolve())
+
+    def rows(self, database: str) -> list[tuple]:
+        conn = sqlite3.connect(database)
+        try:
+            return conn.execute("SELECT id, note FROM items ORDER BY id").fetchall()
+        finally:
+            conn.close()
+
+    def traces(self, database: str) -> list[str]:
+        name = database.rsplit("/", 1)[-1]
+        # The restore writes .NAME.*.restoring beside its target before it renames it.
+        return sorted(p.name for p in self.directory.iterdir() if p.name == name or p.name.startswith(f".{name}."))
+
+
+class TestSqliteEngineContract(EngineContract):
+    @pytest.fixture
+    def databases(self, tmp_path):
+        return SqliteFiles(tmp_path / "databases")
 
 
 def make_ledger(path):
@@ -82,39 +128,12 @@ def test_a_backup_taken_during_writes_restores_to_a_consistent_database(engine, 
     assert counts == sorted(counts) and counts[-1] > 0
 
 
-def test_the_temporary_copy_is_removed(engine, tmp_path, sample_sqlite):
+def test_the_dump_is_the_database_file_itself(engine, sample_sqlite):
     with engine.dump(str(sample_sqlite)) as dump:
         assert dump.stream.read(16) == b"SQLite format 3\x00"
-    assert list((tmp_path / "scratch").iterdir()) == []
-
-
-def test_a_missing_database_is_not_found(engine, tmp_path):
-    with pytest.raises(NotFoundError):
-        with engine.dump(str(tmp_path / "none.db")):
-            pass
-    assert not (tmp_path / "none.db").exists()
 
 
 def test_a_restore_of_garbage_leaves_no_file(engine, tmp_path):
     with pytest.raises(DamagedError, match="not a SQLite database"):
         engine.restore(io.BytesIO(b"garbage" * 1000), str(tmp_path / "out.db"))
     assert list(tmp_path.iterdir()) == []
-
-
-def test_a_stream_that_fails_half_way_leaves_no_file(engine, tmp_path, sample_sqlite):
-    data = sample_sqlite.read_bytes()
-
-    class Failing(io.BytesIO):
-        def read(self, n=-1):
-            if self.tell() > len(data) // 2:
-                raise DamagedError("frame 3 failed authentication")
-            return super().read(min(n, 4096))
-
-    with pytest.raises(DamagedError):
-        engine.restore(Failing(data), str(tmp_path / "out.db"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite3"]
-
-
-def test_a_restore_never_replaces_an_existing_file(engine, sample_sqlite):
-    with pytest.raises(UsageError, match="already exists"):
-        engine.restore(io.BytesIO(b""), str(sample_sqlite))

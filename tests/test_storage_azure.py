@@ -15,11 +15,13 @@ from urllib.parse import parse_qs
 import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
-from azurite_server import ACCOUNT_KEY, ACCOUNT_NAME, REPO, azurite, azurite_factory  # noqa: F401 (fixtures)
 from covet.errors import NotFoundError, StorageError, UsageError
 from covet.storage import open_storage
 from covet.storage.azure import AzureStorage
-from storage_contract import StorageContract, payload
+
+from bench.servers.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from tests.helpers import REPO
+from tests.storage_contract import StorageContract, payload
 
 BLOCK = 256 * 1024  # small blocks: several per object on small data
 MiB = 1024 * 1024

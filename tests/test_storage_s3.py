@@ -16,8 +16,8 @@ import pytest
 from covet.errors import NotFoundError, StorageError, UsageError
 from covet.storage import open_storage
 from covet.storage import s3 as s3_module
-from moto_server import aws_env, fault_proxy, moto_s3  # noqa: F401  (fixtures)
-from storage_contract import MiB, StorageContract, payload
+
+from tests.storage_contract import MiB, StorageContract, payload
 
 REPO = Path(__file__).resolve().parent.parent
 PART = 8 * MiB  # the smallest part size the backend accepts

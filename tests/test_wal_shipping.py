@@ -13,11 +13,11 @@ from archiving.services import archive
 from backups.models import ArchivedLog
 from archiving import covet_wal
 from archiving.services import paths
-from tests.conftest import wait_for
-from tests.wal_fixtures import ArchivingCluster, ShipperProcess, fetch, fetch_command, push, reachable_dir, remove
+from archiving.services.windows import wal_gaps
 from backups.services.storages import add_storage, storage_backend
 from backups.services.targets import add_target
-from archiving.services.windows import wal_gaps
+from tests.helpers import wait_for
+from tests.wal_fixtures import ArchivingCluster, ShipperProcess, fetch, fetch_command, push, reachable_dir, remove
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from archiving import covet_wal
-from tests.conftest import REPO, worker_env
-from tests.pg_fixtures import PG_BIN, PrivateCluster, connect
+from bench.servers.postgres import PrivateCluster, connect
+from tests.helpers import REPO, worker_env
 
 ENTRY_POINT = REPO / "archiving" / "covet_wal.py"
 # The interpreter PostgreSQL's user can run (the venv lives under /root); the entry point needs only the stdlib.
@@ -26,19 +26,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 class ArchivingCluster(PrivateCluster):
-    """A private cluster whose settings can be changed with ALTER SYSTEM and a restart."""
-
-    def configure(self, **settings: str) -> None:
-        """ALTER SYSTEM each setting and restart the server so all of them apply."""
-        with connect("postgres", self.server) as conn:
-            for name, value in settings.items():
-                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-        self.restart()
-
-    def restart(self) -> None:
-        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"),
-                          "-m", "fast", "-w", "-t", "60", "restart")
-        self.pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+    """A private cluster (settings changed with ``configure``) that closes WAL segments on demand."""
 
     def switch_segments(self, count: int) -> list[str]:
         """Write a little WAL and close the segment, ``count`` times; return the closed segments' names."""
