@@ -48,7 +48,7 @@ EXIT_USAGE = 2
 # Above 125 on purpose, for fetch only: PostgreSQL aborts recovery on it (see fetch).
 EXIT_ABORT_RECOVERY = 126
 
-# The spool a recovery replays from (restores/wal_spool.py writes it): NAME is
+# The spool a recovery replays from (restores/services/wal_spool.py writes it): NAME is
 # decoded and ready; NAME.stored is staged, still to be decoded; NAME.failed
 # holds why it could not be; DECODER holds the decoding process's id.
 SPOOL_STAGED = ".stored"

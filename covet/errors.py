@@ -1,7 +1,7 @@
 """The one family of errors a user can meet.
 
 Every error carries an ``exit_code`` (the category a script can act on, see
-DESIGN.md, Errors) and a ``retryable`` flag that tells an RQ job whether trying
+docs/commands.md, Exit codes) and a ``retryable`` flag that tells an RQ job whether trying
 again can help. Messages say what went wrong and what to do. This module
 imports no Django so the pipeline, engines and storage can raise these.
 """
@@ -30,6 +30,22 @@ class DamagedError(CovetError):
     """Stored data failed authentication, checksum or verification; exit 4."""
 
     exit_code = 4
+
+
+class ArchiveConflictError(DamagedError):
+    """A file of that name is already archived with different content; it is never overwritten (exit 4)."""
+
+
+class WalGapError(DamagedError):
+    """A WAL segment between the base backup and the recovery target is missing from the archive (exit 4)."""
+
+
+class BinlogFormatError(DamagedError):
+    """An archived file is not a binary log, or an event in it is malformed (exit 4)."""
+
+
+class OutsideWindowError(NotFoundError):
+    """The recovery target is not inside the window the archive can reach (exit 3)."""
 
 
 class ToolError(CovetError):

@@ -11,11 +11,12 @@ from backups.models import DatabaseTarget
 from backups.services.catalog import get_backup
 from core.api import ERRORS, MessageSerializer, cancel_response
 from core.web import request_source
-from restores import jobs, pitr
+from restores import jobs
+from restores.services import pitr
 from restores.models import RestoreRequest
 from restores.serializers import (RecoverSerializer, RestoreAcceptedSerializer, RestoreCreateSerializer,
                                   RestoreSerializer)
-from restores.services import create_restore
+from restores.services.restore import create_restore
 
 
 def _accepted(restore, job_id: str) -> Response:

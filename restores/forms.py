@@ -2,7 +2,7 @@
 
 from django import forms
 
-from restores import pitr
+from restores.services import pitr
 
 
 class RestoreForm(forms.Form):
@@ -38,7 +38,7 @@ class RecoverForm(forms.Form):
         return data
 
     def recovery_kwargs(self) -> dict:
-        """Return the arguments of restores.pitr.recovery_target."""
+        """Return the arguments of restores.services.pitr.recovery_target."""
         data = self.cleaned_data
         kind, value = data["kind"], data.get("value", "").strip()
         kwargs = {"inclusive": data["inclusive"]}

@@ -16,7 +16,7 @@ class RestoreRequest(TrackedJob):
     options = models.JSONField(default=dict, blank=True, help_text="clean, tables, with_globals, parallel")
     pitr = models.JSONField(
         default=dict, blank=True,
-        help_text="Point-in-time recovery: the recovery target, destination and start options (see restores/pitr.py)",
+        help_text="Point-in-time recovery: the recovery target, destination and start options (see restores/services/pitr.py)",
     )
     requested_by = models.CharField(max_length=150, blank=True)
     result = models.JSONField(default=dict, blank=True)

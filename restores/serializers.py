@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from core.api import PROGRESS_FIELDS
 from covet.engines import RestoreOptions
-from restores import pitr
+from restores.services import pitr
 from restores.models import RestoreRequest
 
 
@@ -64,7 +64,7 @@ class RecoverSerializer(serializers.Serializer):
     target_database = serializers.CharField(required=False, help_text="MySQL: a new schema")
 
     def recovery_kwargs(self) -> dict:
-        """Return the arguments of restores.pitr.recovery_target."""
+        """Return the arguments of restores.services.pitr.recovery_target."""
         data = self.validated_data
         return {"pitr_target": data.get("pitr_target"), "lsn": data.get("target_lsn"), "xid": data.get("target_xid"),
                 "name": data.get("target_name"), "stop_position": data.get("stop_position"),

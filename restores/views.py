@@ -16,10 +16,11 @@ from backups.services.catalog import get_backup
 from backups.services.targets import get_target
 from core.web import flash_errors, form_errors, request_source
 from covet.errors import NotFoundError
-from restores import jobs, pitr
+from restores import jobs
+from restores.services import pitr
 from restores.forms import RecoverForm, RestoreForm
 from restores.models import RestoreRequest
-from restores.services import create_restore
+from restores.services.restore import create_restore
 
 
 

@@ -15,8 +15,8 @@ from archiving.services import archive
 from covet.engines import pg_wal
 from backups.models import DatabaseTarget
 from restores.models import RestoreRequest
-from restores.pitr import create_pitr_restore, recovery_target
-from restores.services import run_restore
+from restores.services.pitr import create_pitr_restore, recovery_target
+from restores.services.restore import run_restore
 
 from bench.servers import free_port
 from bench.servers.postgres import PrivateCluster, alive

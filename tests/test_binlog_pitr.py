@@ -22,8 +22,8 @@ from covet.errors import DamagedError, NotFoundError, ToolError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget
 from archiving.services import binlog_setup
 from archiving.services.binlog_archiver import BinlogArchiver
-from restores.pitr import create_pitr_restore, recovery_target
-from restores.services import run_restore
+from restores.services.pitr import create_pitr_restore, recovery_target
+from restores.services.restore import run_restore
 from backups.services.runs import BackupRequest, create_backup, run_backup
 from backups.services.targets import add_target
 from archiving.services.windows import archive_summary

@@ -110,7 +110,7 @@ def test_target_page_shows_the_archive_and_refuses_with_a_flash(pg_target, clien
 
 def test_a_base_backup_is_only_restored_by_recovery_or_downloaded(pg_target):
     from covet.errors import UsageError
-    from restores.services import create_restore
+    from restores.services.restore import create_restore
 
     base = Backup.objects.get(target=pg_target)
     with pytest.raises(UsageError, match="--data-directory DIR and a recovery target"):

@@ -20,8 +20,8 @@ from archiving.services import archive
 from covet.engines import pg_wal
 from covet.errors import DamagedError, NotFoundError
 from backups.models import ArchivedLog, DatabaseTarget
-from restores.pitr import create_pitr_restore, recovery_target
-from restores.services import run_restore
+from restores.services.pitr import create_pitr_restore, recovery_target
+from restores.services.restore import run_restore
 
 from bench.servers import free_port
 from tests.pitr_fixtures import ArchivingCluster, ingest, reachable_dir, recover, rows_in, switch_and_ingest

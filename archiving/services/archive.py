@@ -25,7 +25,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backups.services import keys
-from covet.errors import CovetError, DamagedError, NotFoundError, UsageError
+from covet.errors import ArchiveConflictError, CovetError, DamagedError, NotFoundError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget, Storage
 from covet.pipeline import crypto
 from covet.pipeline.container import DecodingStream, EncodingStream, Header
@@ -41,9 +41,6 @@ ARCHIVE_LEVEL = 3
 ARCHIVE_CIPHER = "aes-256-gcm"
 COPY_BUFFER = 1024 * 1024
 
-
-class ArchiveConflictError(DamagedError):
-    """A file of that name is already archived with different content; it is never overwritten (exit 4)."""
 
 
 def archive_storage(target: DatabaseTarget) -> Storage:

@@ -33,11 +33,11 @@ from django.conf import settings
 
 from archiving.services import binlog_window
 from archiving.services.archive import Archive
-from covet.engines import mysql
+from covet.engines import mysql_tools
 from covet.engines.tools import private_dir, stderr_tail
 from covet.errors import BusyError, CovetError, ToolError
 from backups.models import DatabaseTarget
-from backups.shipper.binlog_events import BinlogFile, BinlogFormatError
+from covet.engines.mysql_binlog import BinlogFile, BinlogFormatError
 from backups.services.targets import target_engine
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class BinlogArchiver:
         self.archive_timeout = archive_timeout
         self.spool = Path(spool_dir) if spool_dir else spool_root() / target.name
         self.engine = target_engine(target, str(self.spool.parent))
-        self.tool = mysql._find_tool(BINLOG_TOOLS, "binlog tool")
+        self.tool = mysql_tools.find_tool(BINLOG_TOOLS, "binlog tool")
         self.replica_id = REPLICA_ID_BASE + target.pk
         self.process: subprocess.Popen | None = None
         self.stopping = False
@@ -242,7 +242,7 @@ class BinlogArchiver:
                 return [(row[0], int(row[1])) for row in cur.fetchall()]
         except pymysql.MySQLError as exc:
             raise ToolError(f"cannot list the binary logs of target {self.target.name}: "
-                            f"{mysql._server_message(exc)}; grant the archiver's user BINLOG MONITOR (MariaDB) "
+                            f"{mysql_tools.server_message(exc)}; grant the archiver's user BINLOG MONITOR (MariaDB) "
                             "or REPLICATION CLIENT (MySQL)") from None
         finally:
             conn.close()

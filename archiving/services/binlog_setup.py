@@ -14,7 +14,7 @@ import pymysql
 
 from archiving.services import archive
 from backups.services import keys
-from covet.engines import mysql
+from covet.engines import mysql_tools
 from covet.engines.tools import private_dir
 from covet.errors import ToolError
 from backups.models import DatabaseTarget
@@ -90,7 +90,7 @@ def _retention(values: dict, section: str) -> Finding:
 
 def check_replication_read(target: DatabaseTarget, engine, first_file: str) -> None:
     """Read a binlog from the server as the archiver will; raise ToolError saying which grant is missing."""
-    tool = mysql._find_tool(BINLOG_TOOLS, "binlog tool")
+    tool = mysql_tools.find_tool(BINLOG_TOOLS, "binlog tool")
     with private_dir(engine.tmp_dir, "covet-binlog-check-") as directory:
         args = [tool, f"--defaults-extra-file={engine._defaults_file(directory)}", "--read-from-remote-server",
                 "--raw", f"--result-file={directory}/", first_file]
@@ -132,7 +132,7 @@ def setup(target: DatabaseTarget, options: dict, stdout) -> None:
             cur.execute("SHOW BINARY LOGS")
             first_file = cur.fetchall()[-1][0]
     except pymysql.MySQLError as exc:
-        raise ToolError(f"cannot check target {target.name}: {mysql._server_message(exc)}; its user needs "
+        raise ToolError(f"cannot check target {target.name}: {mysql_tools.server_message(exc)}; its user needs "
                         "BINLOG MONITOR (MariaDB) or REPLICATION CLIENT (MySQL)") from None
     finally:
         conn.close()

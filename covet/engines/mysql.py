@@ -431,7 +431,7 @@ class MysqlEngine(MysqlRestore, Engine):
             return
         meta["binlog_file"], meta["binlog_position"] = row[0], int(row[1])
         # Under the lock nothing commits: a point-in-time recovery from this dump
-        # can target any time from here on (restores/pitr_mysql.py). [issue 7]
+        # can target any time from here on (restores/services/pitr_mysql.py). [issue 7]
         meta["binlog_read_at"] = datetime.now(timezone.utc).isoformat()
         with control.cursor() as cur:
             if meta["flavor"] == "MariaDB":

@@ -7,8 +7,8 @@ from restores import jobs
 from covet.engines import RestoreOptions
 from covet.errors import UsageError
 from core.commands import CovetCommand, progress_bar
-from restores.pitr import create_pitr_restore, destination, recovery_target
-from restores.services import create_restore, run_restore
+from restores.services.pitr import create_pitr_restore, destination, recovery_target
+from restores.services.restore import create_restore, run_restore
 from backups.services.catalog import get_backup
 from backups.services.targets import get_target
 from core.audit import cli_source

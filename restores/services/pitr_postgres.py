@@ -31,14 +31,13 @@ from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 from archiving.services import archive
-from covet.engines import pg_base, pg_wal
-from covet.engines.postgres import PG_LIB_DIR
-from covet.errors import CovetError, DamagedError, NotFoundError, ToolError, UsageError
+from covet.engines import pg_base, pg_server, pg_wal
+from covet.errors import CovetError, DamagedError, NotFoundError, OutsideWindowError, ToolError, UsageError, WalGapError
 from backups.models import ArchivedLog, Backup, DatabaseTarget, JobStatus
 from core.progress import JobTracker
 from archiving.services import paths as shipper_paths
-from restores.pitr import RecoveryTarget
-from restores.wal_spool import WalSpool
+from restores.services.pitr import RecoveryTarget
+from restores.services.wal_spool import WalSpool
 from backups.services.reading import finish_reading, open_plaintext
 from archiving.services.windows import missing_base_wal, refresh_usable, wal_window
 
@@ -47,13 +46,6 @@ RECOVERY_POLL = 0.1
 READY_FOR_WRITES = re.compile(r"database system is ready to accept connections")  # not "read-only connections"
 SETTINGS_MARK = "# Covet Backup point-in-time recovery"
 
-
-class OutsideWindowError(NotFoundError):
-    """The recovery target is not inside the window the archive can reach (exit 3)."""
-
-
-class WalGapError(DamagedError):
-    """A WAL segment between the base backup and the recovery target is missing from the archive (exit 4)."""
 
 
 # Choosing and checking ---------------------------------------------------------------------------
@@ -279,9 +271,9 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
                 staging = background.submit(_stage, spool, tracker)
                 try:
                     data_dir.mkdir(mode=0o700, exist_ok=True)
-                    _hand_over(user, data_dir)
+                    pg_server.hand_over(user, data_dir)
                     with open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
-                        members = pg_base.unpack(plain, data_dir, _as_user(user, []))
+                        members = pg_base.unpack(plain, data_dir, pg_server.as_user(user, []))
                         finish_reading(checked)
                     unpacked = time.monotonic() - began
                 except BaseException:
@@ -296,7 +288,7 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
                       "summary": [f"staged {len(rows)} WAL file(s) in {spool_dir} (stored SHA-256 checked) in "
                                   f"{staged:.1f} s",
                                   f"unpacked base backup {backup.id} into {data_dir} in {unpacked:.1f} s"]}
-            _hand_over(user, data_dir, spool_dir)  # the settings just written, and the spool
+            pg_server.hand_over(user, data_dir, spool_dir)  # the settings just written, and the spool
             if not destination.get("start"):
                 spool.decode_all()
                 result["summary"].append(f"recovery settings written; start the server as {user} "
@@ -400,34 +392,7 @@ def _write_settings(data_dir: Path, spool: Path, recovery: RecoveryTarget, desti
         (data_dir / leftover).unlink(missing_ok=True)
 
 
-def _hand_over(user: str, *tops: Path) -> None:
-    """Give directories (and what they hold) to the server's OS user (when we may), 0700 as PostgreSQL demands."""
-    entry = pwd.getpwnam(user)
-    for top in tops:
-        top.chmod(0o700)
-        if os.geteuid() != 0 or entry.pw_uid == os.geteuid():
-            continue
-        for root, dirs, files in os.walk(top):
-            os.chown(root, entry.pw_uid, entry.pw_gid)
-            for name in files:
-                os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
 
-
-def _as_user(user: str, args: list[str]) -> list[str]:
-    if os.geteuid() == 0:
-        return ["runuser", "-u", user, "--", *args]
-    if pwd.getpwuid(os.geteuid()).pw_name != user:
-        raise UsageError(f"the recovered server must run as {user}; run this as {user} or as root")
-    return args
-
-
-def _pg_bin(backup: Backup) -> Path:
-    major = int(backup.engine_meta.get("server_version_num", 0)) // 10000
-    bin_dir = PG_LIB_DIR / str(major) / "bin"
-    if not (bin_dir / "pg_ctl").exists():
-        raise ToolError(f"the base backup is of PostgreSQL {major}; its server binaries ({bin_dir}/pg_ctl) are not "
-                        f"installed on this host: install postgresql-{major}")
-    return bin_dir
 
 
 def _start_and_recover(backup: Backup, data_dir: Path, spool: WalSpool, destination: dict,
@@ -438,12 +403,12 @@ def _start_and_recover(backup: Backup, data_dir: Path, spool: WalSpool, destinat
         entry = pwd.getpwnam(user)
         os.chown(log_path, entry.pw_uid, entry.pw_gid)
     pg_ctl = str(_pg_bin(backup) / "pg_ctl")
-    started = subprocess.run(_as_user(user, [pg_ctl, "-D", str(data_dir), "-l", str(log_path), "-w", "-t",
+    started = subprocess.run(pg_server.as_user(user, [pg_ctl, "-D", str(data_dir), "-l", str(log_path), "-w", "-t",
                                              str(START_TIMEOUT), "start"]),
                              capture_output=True, text=True, timeout=START_TIMEOUT + 30)
     spool.check()  # a file that failed to decode explains a failed start better than the log does
     if started.returncode != 0:
-        raise ToolError(f"the recovered server did not start: {_log_reason(log_path) or started.stderr.strip()} "
+        raise ToolError(f"the recovered server did not start: {pg_server.log_reason(log_path) or started.stderr.strip()} "
                         f"(log: {log_path}; data directory {data_dir} kept for inspection)")
     outcome = _await_target(str(_pg_bin(backup) / "pg_controldata"), user, log_path, recovery, data_dir, spool.check)
     return {"port": destination["port"], "server_log": str(log_path), **outcome,
@@ -454,12 +419,6 @@ def _log_path(data_dir: Path) -> Path:
     return data_dir.parent / f"{data_dir.name}.log"
 
 
-def _stop_server(backup: Backup, data_dir: Path, user: str) -> None:
-    """Stop a recovered server at once (it is thrown away), if it still runs."""
-    if (data_dir / "postmaster.pid").exists():
-        subprocess.run(_as_user(user, [str(_pg_bin(backup) / "pg_ctl"), "-D", str(data_dir), "-m", "immediate",
-                                       "-w", "stop"]), capture_output=True, timeout=START_TIMEOUT)
-
 
 def _remove_in_background(spool: Path) -> None:
     """Remove the spool (a gigabyte of WAL takes a while) without making the operator wait for it."""
@@ -468,10 +427,6 @@ def _remove_in_background(spool: Path) -> None:
     subprocess.Popen(["rm", "-rf", "--", str(doomed)], start_new_session=True,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-
-def _log_reason(log_path: Path) -> str:
-    lines = [line for line in log_path.read_text(errors="replace").splitlines() if "FATAL" in line or "PANIC" in line]
-    return lines[-1].split("FATAL:", 1)[-1].strip() if lines else ""
 
 
 def _await_target(pg_controldata: str, user: str, log_path: Path, recovery: RecoveryTarget, data_dir: Path,
@@ -493,7 +448,7 @@ def _await_target(pg_controldata: str, user: str, log_path: Path, recovery: Reco
         # pg_controldata then confirms it and names the new timeline.
         facts = {}
         if READY_FOR_WRITES.search(log_text):
-            control = subprocess.run(_as_user(user, [pg_controldata, "-D", str(data_dir)]), capture_output=True,
+            control = subprocess.run(pg_server.as_user(user, [pg_controldata, "-D", str(data_dir)]), capture_output=True,
                                      text=True, timeout=60, env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")})
             facts = dict(line.split(":", 1) for line in control.stdout.splitlines() if ":" in line)
         if facts.get("Database cluster state", "").strip() == "in production":
@@ -503,7 +458,7 @@ def _await_target(pg_controldata: str, user: str, log_path: Path, recovery: Reco
                                   f"promoted to timeline {timeline}"}
         if not (data_dir / "postmaster.pid").exists():
             check_spool()  # a file that failed to decode is why it stopped
-            reason = _log_reason(log_path) or "the server stopped"
+            reason = pg_server.log_reason(log_path) or "the server stopped"
             raise OutsideWindowError(f"recovery did not reach {recovery.describe()}: {reason} "
                                      f"(log: {log_path}; data directory {data_dir} kept)")
         time.sleep(RECOVERY_POLL)
@@ -512,3 +467,12 @@ def _await_target(pg_controldata: str, user: str, log_path: Path, recovery: Reco
 def _last_line(text: str, marker: str) -> str:
     lines = [line.split("LOG:", 1)[-1].strip() for line in text.splitlines() if marker in line]
     return lines[-1] if lines else ""
+
+
+def _pg_bin(backup: Backup) -> Path:
+    return pg_server.server_bin(int(backup.engine_meta.get("server_version_num", 0)) // 10000)
+
+
+def _stop_server(backup: Backup, data_dir: Path, user: str) -> None:
+    """Stop a recovered server at once (it is thrown away), if it still runs."""
+    pg_server.stop_immediately(_pg_bin(backup), data_dir, user)

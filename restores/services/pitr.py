@@ -5,7 +5,7 @@ own position: LSN, xid or restore point name for PostgreSQL; binlog
 position or GTID for MySQL/MariaDB) and a destination (a new data
 directory for PostgreSQL, a new schema for MySQL). Everything that can be
 checked is checked when the request is made, before anything is touched;
-the engine modules (restores/pitr_postgres.py, restores/pitr_mysql.py) each
+the engine modules (restores/services/pitr_postgres.py, restores/services/pitr_mysql.py) each
 offer ``choose_backup``, ``check`` and ``run``.
 """
 
@@ -21,7 +21,7 @@ from backups.models import Backup, DatabaseTarget, JobStatus
 from restores.models import RestoreRequest
 from core.audit import audit
 
-ENGINE_MODULES = {"postgresql": "restores.pitr_postgres", "mysql": "restores.pitr_mysql"}
+ENGINE_MODULES = {"postgresql": "restores.services.pitr_postgres", "mysql": "restores.services.pitr_mysql"}
 
 
 @dataclass

@@ -40,14 +40,14 @@ import pymysql
 
 from archiving.services import binlog_window
 from archiving.services.archive import Archive
-from covet.engines import RestoreOptions, mysql
+from covet.engines import RestoreOptions, mysql_restore, mysql_tools
 from covet.engines.mysql_grants import quote_identifier
 from covet.engines.tools import EndHook, private_dir, stderr_tail, tool_env
 from covet.errors import NotFoundError, ToolError, UsageError, WrongKeyError
 from backups.models import ArchivedLog, Backup, DatabaseTarget
 from core.progress import JobTracker
 from archiving.services.binlog_archiver import BINLOG_TOOLS
-from backups.shipper.binlog_events import FIRST_EVENT, BinlogFile, Group, gtid_in_range, parse_gtid
+from covet.engines.mysql_binlog import FIRST_EVENT, BinlogFile, Group, gtid_in_range, parse_gtid
 from restores.models import RestoreRequest
 from backups.services.reading import finish_reading, open_plaintext
 from backups.services.targets import target_engine
@@ -136,7 +136,7 @@ def _new_database(destination: dict, source: str) -> str:
     name = (destination or {}).get("database") or ""
     if not name:
         raise UsageError("say which new database to recover into: --target-database NEW")
-    mysql._check_schema_name(name)
+    mysql_restore.check_schema_name(name)
     if name == source:
         raise UsageError(f"recover into a new database, not into the source {source!r}: --target-database NEW")
     if "->" in name or "->" in source:
@@ -153,7 +153,7 @@ def _refuse_existing(engine, name: str) -> None:
                 raise UsageError(f"database {name!r} already exists; a recovery creates a new database: "
                                  "choose another --target-database")
     except pymysql.MySQLError as exc:
-        raise ToolError(f"cannot check database {name!r}: {mysql._server_message(exc)}") from None
+        raise ToolError(f"cannot check database {name!r}: {mysql_tools.server_message(exc)}") from None
     finally:
         conn.close()
 
@@ -386,8 +386,8 @@ def _fetch_and_scan(backup: Backup, recovery, source: str, archive: Archive, spo
 
 def _replay(engine, plan: ReplayPlan, source: str, database: str, directory: Path, tracker: JobTracker) -> None:
     """Pipe each file's part through mariadb-binlog into one client session that writes no binlog."""
-    binlog_tool = mysql._find_tool(BINLOG_TOOLS, "binlog tool")
-    client_tool = mysql._find_tool(mysql.CLIENT_TOOLS, "client")
+    binlog_tool = mysql_tools.find_tool(BINLOG_TOOLS, "binlog tool")
+    client_tool = mysql_tools.find_tool(mysql_tools.CLIENT_TOOLS, "client")
     # Oracle's mysqlbinlog filters --database on the rewritten name, MariaDB's on the original.
     filtered = source if Path(binlog_tool).name == "mariadb-binlog" else database
     # sql_log_bin=0 twice on purpose: from the client's init command and from

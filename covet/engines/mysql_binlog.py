@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from covet.errors import BinlogFormatError
+
 MAGIC = b"\xfebin"
 HEADER = struct.Struct("<IBIIIH")
 FIRST_EVENT = len(MAGIC)
@@ -45,9 +47,6 @@ ROW_EVENTS = {23, 24, 25, 30, 31, 32, 39, 166, 167, 168, 169, 170, 171}
 CONTROL_STATEMENTS = re.compile(rb"^\s*(BEGIN|COMMIT|ROLLBACK|XA\s+\w+|SAVEPOINT\b|RELEASE\s+SAVEPOINT\b)", re.I)
 CHECKSUM_SIZE = 4
 
-
-class BinlogFormatError(ValueError):
-    """The file is not a binary log, or an event in it is malformed."""
 
 
 @dataclass

@@ -13,7 +13,7 @@ from covet.errors import DamagedError, NotFoundError, UsageError
 from backups.models import Backup, JobStatus
 from core.progress import JobTracker, ProgressCallback
 from restores.models import RestoreRequest
-from restores.pitr import run_pitr
+from restores.services.pitr import run_pitr
 from backups.services.copies import backup_locations, mark_location_bad
 from backups.services.reading import finish_reading, open_plaintext, read_extras
 from backups.services.targets import target_engine
