@@ -33,7 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from covet.pipeline import codecs, crypto  # noqa: E402
-from covet.pipeline.container import EncodingStream, Header  # noqa: E402
+from covet.pipeline.container import EncodingStream  # noqa: E402
+from covet.pipeline.container_format import Header  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30

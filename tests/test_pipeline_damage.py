@@ -10,7 +10,8 @@ import pytest
 
 from covet.errors import DamagedError, MissingKeyError, WrongKeyError
 from covet.pipeline import codecs, crypto
-from covet.pipeline.container import MAGIC, TAG_SIZE, DecodingStream, Header, encode_bytes
+from covet.pipeline.container import DecodingStream, encode_bytes
+from covet.pipeline.container_format import MAGIC, TAG_SIZE, Header
 
 CHUNK = 256
 NONCE = {"none": 0, "aes-256-gcm": 12, "chacha20-poly1305": 12, "aes-256-cbc": 16}

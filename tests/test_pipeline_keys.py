@@ -10,7 +10,8 @@ import pytest
 
 from covet.errors import DamagedError, MissingKeyError, NotFoundError, UsageError, WrongKeyError
 from covet.pipeline import crypto
-from covet.pipeline.container import DecodingStream, Header, encode_bytes
+from covet.pipeline.container import DecodingStream, encode_bytes
+from covet.pipeline.container_format import Header
 
 FAST_N = 2**10  # a cheap scrypt for tests; the default is exercised once below
 

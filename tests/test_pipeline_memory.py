@@ -21,7 +21,8 @@ def peak_rss():
     raise RuntimeError("no VmHWM in /proc/self/status")
 sys.path.insert(0, sys.argv[1])
 from covet.pipeline import crypto
-from covet.pipeline.container import DecodingStream, EncodingStream, Header
+from covet.pipeline.container import DecodingStream, EncodingStream
+from covet.pipeline.container_format import Header
 
 MiB = 1 << 20
 TEXT = b"".join(b"%d\tcustomer %d\t2024-05-01 12:00:%02d+00\tpaid\n" % (i, i * 7919 % 100003, i % 60)

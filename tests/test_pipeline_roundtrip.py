@@ -13,14 +13,8 @@ from hypothesis import strategies as st
 
 from covet.errors import DamagedError, UsageError
 from covet.pipeline import codecs, crypto
-from covet.pipeline.container import (
-    DecodingStream,
-    EncodingStream,
-    Header,
-    decode_bytes,
-    encode_bytes,
-    read_header,
-)
+from covet.pipeline.container import DecodingStream, EncodingStream, decode_bytes, encode_bytes
+from covet.pipeline.container_format import Header, read_header
 
 COMBOS = [(codec, cipher) for codec in codecs.CODECS for cipher in crypto.CIPHERS]
 

@@ -18,6 +18,7 @@ from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from covet.errors import NotFoundError, StorageError, UsageError
 from covet.storage import open_storage
 from covet.storage.azure import AzureStorage
+from covet.storage.azure_blocks import BlockUploads
 
 from bench.servers.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from tests.helpers import REPO
@@ -140,8 +141,8 @@ def test_block_size_follows_the_expected_size_within_azure_limits(azurite, conta
     for size in (80 * 1024 * MiB, 1 << 40, 5 << 40):
         block = store.block_size_for(size)
         assert block % MiB == 0
-        assert 5 * size / block <= AzureStorage.MAX_BLOCKS  # five times the hint still fits
-    assert store.block_size_for(1 << 60) == AzureStorage.MAX_BLOCK_SIZE
+        assert 5 * size / block <= BlockUploads.MAX_BLOCKS  # five times the hint still fits
+    assert store.block_size_for(1 << 60) == BlockUploads.MAX_BLOCK_SIZE
     small = open_storage("azure", config(azurite, container, tmp_path, block_size=BLOCK))
     assert small.block_size_for(1000) == BLOCK
     assert small.block_size_for(1 << 40) == store.block_size_for(1 << 40)  # a floor, never a trap

@@ -16,6 +16,7 @@ import pytest
 from covet.errors import NotFoundError, StorageError, UsageError
 from covet.storage import open_storage
 from covet.storage import s3 as s3_module
+from covet.storage.s3_upload import MultipartUploads
 
 from tests.storage_contract import MiB, StorageContract, payload
 
@@ -111,7 +112,7 @@ def test_the_part_size_leaves_room_for_twice_the_expected_size_and_grows_past_it
     for hint in (50 * 1024 * MiB, 1024 * 1024 * MiB, 7 * 1024 * 1024 * MiB):
         size = store.part_size_for(hint)
         assert size % MiB == 0 and size >= 8 * MiB
-        assert size * s3_module.MAX_PARTS >= 2 * hint
+        assert size * MultipartUploads.MAX_PARTS >= 2 * hint
     # A stream three times its hint still fits in 10,000 parts: the part size doubles past the hint only.
     hint = 100 * 1024 * MiB
     size, number, sent = store.part_size_for(hint), 1, 0
@@ -119,10 +120,10 @@ def test_the_part_size_leaves_room_for_twice_the_expected_size_and_grows_past_it
     while sent < 3 * hint:
         sent += size
         number += 1
-        size = s3_module._grown(size, number, sent)
+        size = MultipartUploads.grown(size, number, sent)
         if sent <= hint:
             assert size == first
-    assert number - 1 <= s3_module.MAX_PARTS and size <= s3_module.MAX_PART_SIZE
+    assert number - 1 <= MultipartUploads.MAX_PARTS and size <= MultipartUploads.MAX_PART_SIZE
 
 
 # Failed and killed uploads --------------------------------------------------
@@ -273,7 +274,7 @@ def test_a_200_mib_put_keeps_memory_within_the_documented_bound(moto_s3, bucket)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["size"] == result["stored"] == size
-    bound = (4 + 1) * 8 * MiB + s3_module.MEMORY_OVERHEAD
+    bound = (4 + 1) * 8 * MiB + MultipartUploads.MEMORY_OVERHEAD
     assert result["growth"] < bound, f"peak RSS grew by {result['growth'] / MiB:.1f} MiB"
 
 

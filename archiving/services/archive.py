@@ -28,7 +28,8 @@ from backups.services import keys
 from covet.errors import ArchiveConflictError, CovetError, DamagedError, NotFoundError, UsageError
 from backups.models import ArchivedLog, DatabaseTarget, Storage
 from covet.pipeline import crypto
-from covet.pipeline.container import DecodingStream, EncodingStream, Header
+from covet.pipeline.container import DecodingStream, EncodingStream
+from covet.pipeline.container_format import Header
 
 from covet.storage import object_key
 from backups.services.objects import OBJECT_EXTENSION

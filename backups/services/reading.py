@@ -10,7 +10,8 @@ from backups.services.storages import storage_backend
 from core.progress import CountingReader, JobTracker
 from covet.errors import DamagedError, NotFoundError, UsageError
 from covet.pipeline import crypto
-from covet.pipeline.container import DecodingStream, Header
+from covet.pipeline.container import DecodingStream
+from covet.pipeline.container_format import Header
 
 class ChecksumReader:
     """Read a stored object, and at its end check the SHA-256 the catalog recorded."""

@@ -22,7 +22,8 @@ from core.progress import CountingReader, JobTracker, ProgressCallback
 from covet.engines import DumpOptions
 from covet.errors import BusyError, UsageError
 from covet.pipeline import codecs, crypto
-from covet.pipeline.container import EncodingStream, Header
+from covet.pipeline.container import EncodingStream
+from covet.pipeline.container_format import Header
 
 def parse_tags(text: str | None) -> dict:
     """Parse 'k=v,k2=v2' into a dict."""

@@ -1,24 +1,21 @@
-"""The on-storage container: a self-describing header, then sealed frames.
+"""The on-storage container's streams: plaintext in, sealed frames out, and back.
 
 ``EncodingStream`` turns a plaintext stream into stored bytes (compress, cut
 into frames, seal each frame, hash everything) as its reader pulls;
 ``DecodingStream`` turns stored bytes back into plaintext, authenticating
 each frame before any of its bytes are used. Both are readable file-likes
-that hold only a few chunks at a time. The byte layout is in
-docs/container.md.
+that hold only a few chunks at a time. The byte layout (header, frames) is
+in covet.pipeline.container_format and docs/container.md.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import hmac
 import io
-import json
 import os
 import queue
-import struct
 import threading
 from typing import BinaryIO, Callable
 
@@ -26,135 +23,13 @@ from cryptography.exceptions import InvalidTag
 
 from covet.errors import DamagedError, MissingKeyError, UsageError, WrongKeyError
 from covet.pipeline import codecs, crypto
+from covet.pipeline.container_format import (FLAG_FINAL, FRAME_HEAD, Header, associated_data, read_exact,
+                                             read_header_parts)
 
-MAGIC = b"\x89CVB\r\n\x1a\n"
-VERSION = 1
-DEFAULT_CHUNK_SIZE = 1 << 20
-MAX_CHUNK_SIZE = 64 << 20
-MAX_HEADER_JSON = 64 << 10
-TAG_SIZE = 32
-FLAG_FINAL = 0x01
-
-_PREFIX = struct.Struct(">8sBI")  # magic, version, length of the header JSON
-_FRAME_HEAD = struct.Struct(">BI")  # flags, length of the sealed body
-_POSITION = struct.Struct(">QB")  # frame index, flags: the per-frame associated data
 # Source bytes read per step, and how many steps may be in flight at once:
 # enough to keep the compressor thread busy while the reader hashes and writes.
 _READ_SIZE = 1 << 20
 _IN_FLIGHT = 4
-
-
-def _new_stream_id() -> str:
-    return os.urandom(16).hex()
-
-
-@dataclasses.dataclass(frozen=True)
-class Header:
-    """What a container says about itself; ``stream_id`` is random per container."""
-
-    codec: str
-    level: int
-    cipher: str
-    data_key_id: str | None = None
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    backup_id: str = ""
-    stream_id: str = dataclasses.field(default_factory=_new_stream_id)
-
-    def problem(self) -> str | None:
-        """Return what is wrong with the fields, or None if they are consistent."""
-        if self.codec not in codecs.CODECS:
-            return f"unknown codec {self.codec!r}"
-        low, high = codecs.LEVEL_RANGE[self.codec]
-        if not _is_int(self.level) or not low <= self.level <= high:
-            return f"compression level {self.level!r} is out of range for {self.codec} ({low}..{high})"
-        if self.cipher not in crypto.CIPHERS:
-            return f"unknown cipher {self.cipher!r}"
-        if (self.cipher == "none") != (self.data_key_id is None):
-            return "a data key id belongs in the header exactly when the cipher is not none"
-        if self.data_key_id is not None and not _is_hex(self.data_key_id, 32):
-            return f"data key id {self.data_key_id!r} is not 32 hex digits"
-        if not _is_int(self.chunk_size) or not 1 <= self.chunk_size <= MAX_CHUNK_SIZE:
-            return f"chunk size {self.chunk_size!r} is out of range (1..{MAX_CHUNK_SIZE})"
-        if not isinstance(self.backup_id, str):
-            return "backup id is not a string"
-        if not _is_hex(self.stream_id, 32):
-            return f"stream id {self.stream_id!r} is not 32 hex digits"
-        return None
-
-    def to_bytes(self) -> bytes:
-        """Return the serialised header: magic, version, JSON length and canonical JSON."""
-        body = json.dumps(
-            dataclasses.asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        ).encode("ascii")
-        return _PREFIX.pack(MAGIC, VERSION, len(body)) + body
-
-
-_FIELDS = sorted(field.name for field in dataclasses.fields(Header))
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_hex(value: object, length: int) -> bool:
-    return (
-        isinstance(value, str)
-        and len(value) == length
-        and all(c in "0123456789abcdef" for c in value)
-    )
-
-
-def _read_exact(stream: BinaryIO, size: int) -> bytes:
-    """Read ``size`` bytes, fewer only at end of stream."""
-    data = stream.read(size)
-    if len(data) == size or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        data = stream.read(size - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
-
-
-def _read_header_parts(stream: BinaryIO) -> tuple[Header, bytes, bytes]:
-    prefix = _read_exact(stream, _PREFIX.size)
-    if len(prefix) < _PREFIX.size:
-        raise DamagedError("not a Covet Backup container: too short to hold a header")
-    magic, version, length = _PREFIX.unpack(prefix)
-    if magic != MAGIC:
-        raise DamagedError("not a Covet Backup container: bad magic bytes")
-    if version != VERSION:
-        raise DamagedError(f"container version {version} is not supported (this build reads {VERSION})")
-    if length > MAX_HEADER_JSON:
-        raise DamagedError(f"header claims {length} bytes of JSON; the header is damaged")
-    body = _read_exact(stream, length)
-    tag = _read_exact(stream, TAG_SIZE)
-    if len(body) < length or len(tag) < TAG_SIZE:
-        raise DamagedError("stream truncated inside the header")
-    try:
-        fields = json.loads(body.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise DamagedError("header is not valid JSON; the header is damaged") from exc
-    if not isinstance(fields, dict) or sorted(fields) != _FIELDS:
-        raise DamagedError("header does not have the expected fields; the header is damaged")
-    header = Header(**fields)
-    problem = header.problem()
-    if problem:
-        raise DamagedError(f"header is damaged: {problem}")
-    return header, prefix + body, tag
-
-
-def read_header(stream: BinaryIO) -> Header:
-    """Read the header (and its tag) from the start of ``stream``; raise DamagedError if it is not one."""
-    return _read_header_parts(stream)[0]
-
-
-def _associated(header_digest: bytes, index: int, flags: int) -> bytes:
-    return header_digest + _POSITION.pack(index, flags)
 
 
 class _Compressing:
@@ -368,8 +243,8 @@ class EncodingStream(_Reader):
 
     def _seal(self, payload: bytes, flags: int) -> None:
         nonce = os.urandom(self._cipher.nonce_size)
-        body = self._cipher.seal(nonce, payload, _associated(self._header_digest, self.frames, flags))
-        self._emit(_FRAME_HEAD.pack(flags, len(body)) + nonce)
+        body = self._cipher.seal(nonce, payload, associated_data(self._header_digest, self.frames, flags))
+        self._emit(FRAME_HEAD.pack(flags, len(body)) + nonce)
         self._emit(body)
         self.frames += 1
 
@@ -401,7 +276,7 @@ class DecodingStream(_Reader):
 
     def __init__(self, stored: BinaryIO, key_lookup: Callable[[Header], bytes | None]) -> None:
         super().__init__()
-        header, raw, tag = _read_header_parts(stored)
+        header, raw, tag = read_header_parts(stored)
         self.header = header
         self._cipher = self._header_cipher(header, raw, tag, key_lookup(header))
         self.source_bytes = 0
@@ -469,14 +344,14 @@ class DecodingStream(_Reader):
 
     def _next_frame(self) -> bytes:
         index = self.frames
-        head = _read_exact(self._stored, _FRAME_HEAD.size)
+        head = read_exact(self._stored, FRAME_HEAD.size)
         if not head:
             if index == 0:
                 raise DamagedError("stream truncated after the header (no frames)")
             raise DamagedError(f"stream truncated after frame {index - 1} (no final frame)")
-        if len(head) < _FRAME_HEAD.size:
+        if len(head) < FRAME_HEAD.size:
             raise DamagedError(f"stream truncated inside frame {index}")
-        flags, length = _FRAME_HEAD.unpack(head)
+        flags, length = FRAME_HEAD.unpack(head)
         if flags & ~FLAG_FINAL:
             raise DamagedError(f"frame {index} has unknown flags 0x{flags:02x} (damaged frame header)")
         if length > self.header.chunk_size + self._cipher.max_overhead:
@@ -484,12 +359,12 @@ class DecodingStream(_Reader):
                 f"frame {index} claims {length} bytes, more than a frame holds (damaged frame header)"
             )
         nonce_size = self._cipher.nonce_size
-        rest = _read_exact(self._stored, nonce_size + length)
+        rest = read_exact(self._stored, nonce_size + length)
         if len(rest) < nonce_size + length:
             raise DamagedError(f"stream truncated inside frame {index}")
         nonce, body = rest[:nonce_size], rest[nonce_size:]
         try:
-            payload = self._cipher.open(nonce, body, _associated(self._header_digest, index, flags))
+            payload = self._cipher.open(nonce, body, associated_data(self._header_digest, index, flags))
         except InvalidTag:
             check = "its checksum" if self.header.cipher == "none" else "authentication"
             raise DamagedError(
@@ -501,7 +376,7 @@ class DecodingStream(_Reader):
         self.frames += 1
         if flags & FLAG_FINAL:
             self._final_seen = True
-            if _read_exact(self._stored, 1):
+            if read_exact(self._stored, 1):
                 raise DamagedError(f"data after the final frame (frame {index})")
         return payload
 

@@ -17,7 +17,7 @@ Configuration (the JSON of a Storage row; it names where secrets live, never a s
   owner may read (mode 0600 or stricter).
 - ``access_tier``: Hot, Cool, Cold or Archive (default: the account's).
 - ``block_size``: bytes per block, a floor (default 8 MiB); raised when the
-  expected size would need more than TARGET_BLOCKS blocks.
+  expected size would need more than BlockUploads.TARGET_BLOCKS blocks.
 - ``max_concurrency``: blocks uploaded in parallel (default 4).
 - ``retries``, ``retry_initial_backoff``, ``retry_increment_base``: the
   SDK's ExponentialRetry (wait initial + base**n seconds before retry n,
@@ -28,26 +28,18 @@ Configuration (the JSON of a Storage row; it names where secrets live, never a s
 Peak memory of put() is at most (max_concurrency + 1) x block size plus the
 SDK's small per-request overhead: one block being read, the others in flight.
 
-Azure has no "abort" for a block upload: blocks staged but never committed
-are invisible (not listed, not readable) and the service discards them
-about a week after the last upload activity on that name. put() commits the
-block list only after the whole stream was read and every block staged, so
-a failed or killed upload never leaves a visible blob; abort() has nothing
-to remove.
+put() stages blocks and commits the block list only at the end of the
+stream (covet.storage.azure_blocks), so a failed or killed upload never
+leaves a visible blob; abort() has nothing to remove. Credentials are read
+by reference and kept out of messages by covet.storage.azure_secrets.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
-import math
-import os
 import re
-import stat
 import threading
-import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import BinaryIO, Iterator
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -62,16 +54,12 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import (
-    BlobBlock,
-    BlobServiceClient,
-    ContentSettings,
-    ExponentialRetry,
-    StandardBlobTier,
-)
+from azure.storage.blob import BlobServiceClient, ExponentialRetry, StandardBlobTier
 
 from covet.errors import CovetError, NotFoundError, StorageError, UsageError
-from covet.storage.base import ObjectInfo, Storage, check_key
+from covet.storage.azure_blocks import BlockUploads
+from covet.storage.azure_secrets import connection_string_secrets, describe_ref, read_secret, redact, refuse_unknown
+from covet.storage.base import ObjectInfo, Storage, check_key, storage_failure
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +75,7 @@ TIERS = {tier.lower(): tier for tier in ("Hot", "Cool", "Cold", "Archive")}
 THAW_TIERS = ("Hot", "Cool", "Cold")
 REHYDRATE_PRIORITIES = ("Standard", "High")
 
-# Settings whose value would be a secret: refused, with the reference to use instead.
-_SECRET_SETTINGS = {"connection_string": "connection_string_env or connection_string_file",
-                    "account_key": "account_key_env or account_key_file",
-                    "sas_token": "sas_token_env or sas_token_file",
-                    "sas": "sas_token_env or sas_token_file",
-                    "credential": "one of the *_env / *_file references",
-                    "password": "one of the *_env / *_file references",
-                    "key": "account_key_env or account_key_file"}
 _CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
-_SAS_SIGNATURE = re.compile(r"(sig=)[^&\s'\"]+", re.IGNORECASE)
 _AUTH_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
                "AuthorizationSourceIPMismatch", "AuthorizationProtocolMismatch", "InsufficientAccountPermissions",
                "InvalidAuthenticationInfo", "NoAuthenticationInformation", "AuthorizationResourceTypeMismatch",
@@ -122,7 +101,7 @@ class _LoggedRetry(ExponentialRetry):
         backoff = max(self.get_backoff_time(settings), 0)
         log.warning("Azure Blob: retry %d of %d for %s in %.1f s (%s)", settings["count"], self.total_retries,
                     settings.get("covet_operation", "a request"), backoff,
-                    _redact(settings.get("covet_reason", ""), self.secrets))
+                    redact(settings.get("covet_reason", ""), self.secrets))
         if backoff:
             transport.sleep(backoff)
 
@@ -145,44 +124,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return _SAS_SIGNATURE.sub(r"\1[redacted]", text)
-
-
-class _RedactSignatures(logging.Filter):
-    """Blank SAS signatures in urllib3's DEBUG lines, which print request URLs whole."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "sig=" in message.lower():
-            record.msg, record.args = _redact(message), ()
-        return True
-
-
-logging.getLogger("urllib3.connectionpool").addFilter(_RedactSignatures())
-
-
 class AzureStorage(Storage):
     """Objects as block blobs in one container, optionally under a prefix."""
 
     kind = "azure"
 
-    # Azure limits (learn.microsoft.com, "Scalability and performance targets
-    # for Blob storage" and the Put Block / Put Block List references): a
-    # block blob holds at most 50,000 committed blocks; a block is at most
-    # 4,000 MiB (service version 2019-12-12 and later); all block ids of one
-    # blob have the same length, at most 64 bytes before base64 encoding.
-    MAX_BLOCKS = 50_000
-    MAX_BLOCK_SIZE = 4000 * MiB
-    # Ours: blocks of at least 8 MiB keep the request count (and per-request
-    # latency) low and count as "high-throughput" block uploads (> 4 MiB).
-    MIN_BLOCK_SIZE = 8 * MiB
-    # Ours: size blocks for 10,000 blocks, so a stream five times larger than
-    # its size hint (a database that grew during the dump) still fits 50,000.
-    TARGET_BLOCKS = 10_000
     # Ours: the smallest block_size a configuration may set (tests use small
     # blocks to exercise multi-block uploads on small data).
     MIN_CONFIGURED_BLOCK_SIZE = 64 * 1024
@@ -197,7 +143,7 @@ class AzureStorage(Storage):
                  access_tier: str = "", block_size: int | None = None, max_concurrency: int = 4,
                  retries: int = 5, retry_initial_backoff: float = 4.0, retry_increment_base: float = 2.0,
                  api_version: str = API_VERSION, **unknown):
-        _refuse_unknown(unknown)
+        refuse_unknown(unknown)
         if not container or not _CONTAINER_NAME.match(container):
             raise UsageError(f"azure storage needs a valid 'container' (3-63 lowercase letters, digits and "
                              f"single hyphens), not {container!r}")
@@ -208,7 +154,7 @@ class AzureStorage(Storage):
         self.prefix = prefix
         self.access_tier = _tier(access_tier) if access_tier else None
         self.block_size = _int_setting("block_size", block_size, self.MIN_CONFIGURED_BLOCK_SIZE,
-                                       self.MAX_BLOCK_SIZE) if block_size is not None else None
+                                       BlockUploads.MAX_BLOCK_SIZE) if block_size is not None else None
         self.max_concurrency = _int_setting("max_concurrency", max_concurrency, 1, self.MAX_CONCURRENCY)
         self.retries = _int_setting("retries", retries, 0, 20)
         initial = _number_setting("retry_initial_backoff", retry_initial_backoff)
@@ -240,11 +186,12 @@ class AzureStorage(Storage):
                                          connection_string_file, account_key_env, account_key_file,
                                          sas_token_env, sas_token_file)
         except ValueError as exc:  # the SDK's word for a malformed URL, connection string or version
-            raise UsageError(f"bad azure storage configuration: {_redact(str(exc), self._secrets)}") from None
+            raise UsageError(f"bad azure storage configuration: {redact(str(exc), self._secrets)}") from None
         retry.secrets = self._secrets
         parts = urlsplit(self._service.url)
         self.account_url = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
         self._container = self._service.get_container_client(container)
+        self.uploads = BlockUploads(self.max_concurrency, self._error)
 
     # Configuration -----------------------------------------------------------
 
@@ -252,9 +199,9 @@ class AzureStorage(Storage):
         if cs_env or cs_file:
             if account_url:
                 raise UsageError("a connection string carries its own endpoint: leave account_url out")
-            self.credential_source = _describe_ref("connection string", cs_env, cs_file)
-            connection_string = _secret(cs_env, cs_file, "connection string")
-            self._secrets = (connection_string, *_connection_string_secrets(connection_string))
+            self.credential_source = describe_ref("connection string", cs_env, cs_file)
+            connection_string = read_secret(cs_env, cs_file, "connection string")
+            self._secrets = (connection_string, *connection_string_secrets(connection_string))
             return BlobServiceClient.from_connection_string(connection_string, **options)
         if not account_url:
             raise UsageError("azure storage needs 'account_url' (https://ACCOUNT.blob.core.windows.net) "
@@ -264,15 +211,15 @@ class AzureStorage(Storage):
         if key_env or key_file:
             if not account_name:
                 raise UsageError("an account key needs 'account_name' beside it")
-            self.credential_source = _describe_ref("account key", key_env, key_file)
-            key = _secret(key_env, key_file, "account key")
+            self.credential_source = describe_ref("account key", key_env, key_file)
+            key = read_secret(key_env, key_file, "account key")
             self._secrets = (key,)
             credential = {"account_name": account_name, "account_key": key}
         elif sas_env or sas_file:
             from azure.core.credentials import AzureSasCredential
 
-            self.credential_source = _describe_ref("SAS token", sas_env, sas_file)
-            token = _secret(sas_env, sas_file, "SAS token").lstrip("?")
+            self.credential_source = describe_ref("SAS token", sas_env, sas_file)
+            token = read_secret(sas_env, sas_file, "SAS token").lstrip("?")
             self._secrets = (token,)
             credential = AzureSasCredential(token)
         else:
@@ -293,14 +240,8 @@ class AzureStorage(Storage):
         return self._container.get_blob_client(self._name(key))
 
     def block_size_for(self, size_hint: int | None) -> int:
-        """Return the block size for a stream of about ``size_hint`` bytes."""
-        floor = self.block_size or self.MIN_BLOCK_SIZE
-        if not size_hint:
-            return floor
-        needed = math.ceil(size_hint / self.TARGET_BLOCKS)
-        if needed <= floor:
-            return floor
-        return min(math.ceil(needed / MiB) * MiB, self.MAX_BLOCK_SIZE)
+        """Return the block size for a stream of about ``size_hint`` bytes, the configured one as its floor."""
+        return BlockUploads.block_size_for(size_hint, self.block_size or BlockUploads.MIN_BLOCK_SIZE)
 
     # The contract ------------------------------------------------------------
 
@@ -312,58 +253,12 @@ class AzureStorage(Storage):
 
         Nothing is visible under ``key`` until the commit. An error of the
         source is raised unchanged; an Azure error as StorageError. Either
-        way the staged blocks stay uncommitted (see the module docstring).
+        way the staged blocks stay uncommitted (see covet.storage.azure_blocks).
         """
         blob = self._blob(key)
         access_tier = self.check_tier(tier) if tier else self.access_tier
-        block_size = self.block_size_for(size_hint)
-        upload = uuid.uuid4().hex  # a fresh id per upload: never mixes with blocks of an earlier attempt
-        block_ids: list[str] = []
-        whole = hashlib.md5(usedforsecurity=False)
-        size = 0
-        in_flight: set[Future] = set()
-        with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="azure-put") as pool:
-            try:
-                while True:
-                    block = _read_block(stream, block_size)
-                    if not block:
-                        break
-                    if len(block_ids) == self.MAX_BLOCKS:
-                        raise StorageError(
-                            f"{key} needs more than {self.MAX_BLOCKS} blocks of {block_size} bytes: the stream "
-                            f"is much larger than the expected {size_hint} bytes; set a larger block_size")
-                    while len(in_flight) >= self.max_concurrency:
-                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            future.result()
-                    block_id = f"{upload}-{len(block_ids):06d}"  # same length for every block of the blob
-                    in_flight.add(pool.submit(self._stage, blob, key, block_id, block))
-                    block_ids.append(block_id)
-                    whole.update(block)
-                    size += len(block)
-                    del block
-                done, in_flight = wait(in_flight)
-                for future in done:
-                    future.result()
-                settings = ContentSettings(content_md5=bytearray(whole.digest()))
-                try:
-                    blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids], content_settings=settings,
-                                           standard_blob_tier=StandardBlobTier(access_tier) if access_tier else None)
-                except AzureError as exc:
-                    raise self._error(exc, f"commit of {key}") from exc
-            except BaseException:
-                for future in in_flight:
-                    future.cancel()
-                log.debug("Azure Blob: upload of %s failed after %d staged block(s); none committed",
-                         key, len(block_ids))
-                raise
+        size = self.uploads.upload(blob, key, stream, self.block_size_for(size_hint), access_tier, size_hint)
         return ObjectInfo(key=key, size=size)
-
-    def _stage(self, blob, key: str, block_id: str, data: bytes) -> None:
-        try:
-            blob.stage_block(block_id, data, length=len(data), validate_content=True)
-        except AzureError as exc:
-            raise self._error(exc, f"upload of {key}") from exc
 
     def get(self, key: str) -> BinaryIO:
         blob = self._blob(key)
@@ -444,16 +339,15 @@ class AzureStorage(Storage):
             what = ("it must be rehydrated first: call request_thaw(key, tier='Hot', priority='Standard'), "
                     "i.e. set_standard_blob_tier with a rehydrate priority (az storage blob set-tier "
                     "--tier Hot --rehydrate-priority Standard), then wait up to 15 hours")
-        error = StorageError(f"object {key} in {self.describe(key)} is in the Archive tier and cannot be read; {what}")
-        error.retryable = False
-        return error
+        return storage_failure(f"object {key} in {self.describe(key)} is in the Archive tier and cannot be read; "
+                               f"{what}", False)
 
     # Errors ------------------------------------------------------------------
 
     def _error(self, exc: BaseException, doing: str, key: str | None = None) -> CovetError:
         """Translate an SDK error into a CovetError whose message says what to do (and holds no secret)."""
         code = _code(exc)
-        detail = _redact(_first_line(exc), self._secrets)
+        detail = redact(_first_line(exc), self._secrets)
         where = f"{self.account_url}/{self.container}"
         retryable = True
         if code == "ContainerNotFound":
@@ -482,9 +376,7 @@ class AzureStorage(Storage):
                 retryable = status in (408, 429)
         else:
             message = f"Azure Blob {doing} failed: {type(exc).__name__}: {detail}"
-        error = StorageError(_redact(message, self._secrets))
-        error.retryable = retryable
-        return error
+        return storage_failure(redact(message, self._secrets), retryable)
 
 
 class _BlobReader(io.RawIOBase):
@@ -545,21 +437,6 @@ class _BlobReader(io.RawIOBase):
         super().close()
 
 
-def _read_block(stream: BinaryIO, size: int) -> bytes:
-    """Read up to ``size`` bytes, fewer only at the end of ``stream``."""
-    first = stream.read(size)
-    if not first or len(first) == size:
-        return first or b""
-    pieces, got = [first], len(first)
-    while got < size:
-        piece = stream.read(size - got)
-        if not piece:
-            break
-        pieces.append(piece)
-        got += len(piece)
-    return b"".join(pieces)
-
-
 def _code(exc: BaseException) -> str:
     code = getattr(exc, "error_code", None)
     return str(getattr(code, "value", code) or "")
@@ -586,49 +463,3 @@ def _number_setting(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise UsageError(f"azure storage '{name}' must be a number of seconds >= 0, not {value!r}")
     return float(value)
-
-
-def _refuse_unknown(unknown: dict) -> None:
-    for name in unknown:
-        if name in _SECRET_SETTINGS:
-            raise UsageError(f"the storage configuration must not hold a secret ({name!r}): put it in an "
-                             f"environment variable or a 0600 file and name it with {_SECRET_SETTINGS[name]}")
-    if unknown:
-        raise UsageError(f"unknown azure storage setting(s): {', '.join(sorted(unknown))}")
-
-
-def _describe_ref(what: str, env: str, path: str) -> str:
-    return f"{what} in ${env}" if env else f"{what} in {path}"
-
-
-def _secret(env: str, path: str, what: str) -> str:
-    """Read a secret from the environment variable ``env`` or the owner-only file ``path``."""
-    if env:
-        value = os.environ.get(env, "").strip()
-        if not value:
-            raise UsageError(f"the environment variable {env} (the azure storage {what}) is not set")
-        return value
-    try:
-        mode = os.stat(path).st_mode
-        if mode & 0o077:
-            raise UsageError(f"{what} file {path} is accessible by group or others "
-                             f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
-        with open(path, encoding="utf-8") as handle:
-            value = handle.read().strip()
-    except FileNotFoundError:
-        raise NotFoundError(f"the azure storage {what} file {path} does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read the azure storage {what} file {path}: {exc.strerror or exc}") from None
-    if not value:
-        raise UsageError(f"the azure storage {what} file {path} is empty")
-    return value
-
-
-def _connection_string_secrets(connection_string: str) -> list[str]:
-    """Return the secret parts of a connection string (key, SAS), for redaction."""
-    secrets = []
-    for part in connection_string.split(";"):
-        name, _, value = part.partition("=")
-        if name.strip().lower() in ("accountkey", "sharedaccesssignature") and value:
-            secrets.append(value.strip())
-    return secrets

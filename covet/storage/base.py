@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from covet.errors import UsageError
+from covet.errors import StorageError, UsageError
 
 _SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9._@+=-]+$")
 
@@ -25,6 +25,13 @@ def safe_component(value: str) -> str:
     if cleaned in ("", ".", "..") or not _SAFE_COMPONENT.match(cleaned):
         raise UsageError(f"{value!r} cannot be used as a storage path component")
     return cleaned
+
+
+def storage_failure(message: str, retryable: bool) -> StorageError:
+    """Return a StorageError whose ``retryable`` says whether the same call may succeed later."""
+    error = StorageError(message)
+    error.retryable = retryable
+    return error
 
 
 def check_key(key: str) -> str:

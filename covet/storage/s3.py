@@ -20,7 +20,7 @@ Configuration (the Storage row's ``config``; none of it secret):
                      attempts per request including the first (default 5).
 
 Memory: put() holds at most ``max_concurrency`` parts being uploaded plus the
-one being read from the source, so its peak is
+one being read from the source (see covet.storage.s3_upload), so its peak is
 (max_concurrency + 1) x part size + 64 MiB (interpreter, SDK, sockets).
 The part size only grows (doubling, up to S3's 5 GiB) for a stream larger
 than its size hint, so that it still fits in 10,000 parts. get() streams one
@@ -31,13 +31,8 @@ Objects in GLACIER or DEEP_ARCHIVE raise ArchivedObjectError on get() until
 restored; ``request_thaw(key, days, tier)`` asks S3 for that restore.
 """
 
-import base64
-import hashlib
 import io
 import logging
-import threading
-import zlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Callable, Iterator
 
 import boto3
@@ -49,23 +44,11 @@ from botocore.exceptions import (CredentialRetrievalError, HTTPClientError, NoCr
                                  ParamValidationError, PartialCredentialsError, ProfileNotFound)
 
 from covet.errors import CovetError, NotFoundError, StorageError, UsageError
-from covet.storage.base import ObjectInfo, Storage, check_key
+from covet.storage.base import ObjectInfo, Storage, check_key, storage_failure
+from covet.storage.s3_upload import MultipartUploads, checksum_args
 
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-
-# S3's own limits, from https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
-MAX_PARTS = 10_000  # parts per multipart upload
-S3_MIN_PART_SIZE = 5 * MiB  # every part but the last; smaller ones fail CompleteMultipartUpload (EntityTooSmall)
-MAX_PART_SIZE = 5 * GiB  # one part
-
-# Our choices.
-MIN_PART_SIZE = 8 * MiB  # boto3's own default part (s3transfer's multipart_chunksize), above S3's 5 MiB floor
-HEADROOM = 2  # parts of the chosen size hold twice the expected size: estimates are only estimates
-READ_SIZE = 1 * MiB  # bytes asked of the source per read, copied into the part buffer
-MEMORY_OVERHEAD = 64 * MiB  # the slack in the documented bound: interpreter, SDK, sockets, source buffers
 DEFAULT_CONCURRENCY = 4
 MAX_CONCURRENCY = 64
 CONNECT_TIMEOUT = 10  # seconds; botocore's default is 60, too long to notice a dead endpoint
@@ -94,17 +77,10 @@ TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTime
 SECRET_WORDS = ("secret", "access_key", "password", "token", "credential")
 
 
-def _failure(message: str, retryable: bool) -> StorageError:
-    error = StorageError(message)
-    error.retryable = retryable
-    return error
-
-
 class ArchivedObjectError(StorageError):
     """The object sits in an archive storage class and must be restored (thawed) before it can be read."""
 
     retryable = False
-
 
 class S3Storage(Storage):
     """Objects in one S3 bucket, under an optional prefix."""
@@ -135,8 +111,9 @@ class S3Storage(Storage):
             raise UsageError('kms_key_id needs "sse": "aws:kms"')
         self.kms_key_id = kms_key_id
         self.checksum = _choice("checksum", str(checksum).upper(), CHECKSUMS)
-        if part_size is not None and not (isinstance(part_size, int) and MIN_PART_SIZE <= part_size <= MAX_PART_SIZE):
-            raise UsageError(f"part_size must be a byte count from {MIN_PART_SIZE} (8 MiB) to {MAX_PART_SIZE} (5 GiB)")
+        low, high = MultipartUploads.MIN_PART_SIZE, MultipartUploads.MAX_PART_SIZE
+        if part_size is not None and not (isinstance(part_size, int) and low <= part_size <= high):
+            raise UsageError(f"part_size must be a byte count from {low} (8 MiB) to {high} (5 GiB)")
         self.part_size = part_size
         if not (isinstance(max_concurrency, int) and 1 <= max_concurrency <= MAX_CONCURRENCY):
             raise UsageError(f"max_concurrency must be an integer from 1 to {MAX_CONCURRENCY}")
@@ -163,6 +140,8 @@ class S3Storage(Storage):
         self.client = session.client("s3", endpoint_url=endpoint_url or None, config=config)
         self.endpoint = self.client.meta.endpoint_url
         self.max_attempts = max_attempts
+        self.uploads = MultipartUploads(self.client, self.bucket, self.checksum, max_concurrency, self._translate,
+                                        self._url)
 
     # Keys ------------------------------------------------------------------
 
@@ -177,13 +156,8 @@ class S3Storage(Storage):
         return self._url(self._full(key))
 
     def part_size_for(self, size_hint: int | None) -> int:
-        """Return the part size for a stream of about ``size_hint`` bytes: HEADROOM times it fits in MAX_PARTS."""
-        if self.part_size:
-            return self.part_size
-        if not size_hint or size_hint <= 0:
-            return MIN_PART_SIZE
-        needed = -(-HEADROOM * size_hint // MAX_PARTS)
-        return min(MAX_PART_SIZE, max(MIN_PART_SIZE, -(-needed // MiB) * MiB))
+        """Return the configured part size, else the one MultipartUploads chooses for about ``size_hint`` bytes."""
+        return self.part_size or MultipartUploads.part_size_for(size_hint)
 
     # Writing ---------------------------------------------------------------
 
@@ -196,14 +170,15 @@ class S3Storage(Storage):
         full = self._full(key)
         storage_class = self.check_tier(tier) if tier else self.storage_class
         part_size = self.part_size_for(size_hint)
-        first = _read_part(stream, part_size)
+        first = MultipartUploads.read_part(stream, part_size)
         if len(first) < part_size:
             self._call("store", full, self.client.put_object, Body=first, **self._object_args(full, storage_class),
-                       **self._checksum_args(first))
+                       **checksum_args(self.checksum, first))
             return ObjectInfo(key=key, size=len(first))
         holder = [first]
         del first  # so the upload can let go of this part as soon as it is sent
-        return ObjectInfo(key=key, size=self._multipart(full, stream, holder, part_size, storage_class))
+        size = self.uploads.upload(full, stream, holder, part_size, self._object_args(full, storage_class))
+        return ObjectInfo(key=key, size=size)
 
     def check_tier(self, tier: str) -> str:
         return _choice("storage class", str(tier).upper(), STORAGE_CLASSES)
@@ -217,100 +192,9 @@ class S3Storage(Storage):
             args["SSEKMSKeyId"] = self.kms_key_id
         return args
 
-    def _checksum_args(self, data) -> dict:
-        if self.checksum == "SHA256":
-            return {"ChecksumSHA256": _b64(hashlib.sha256(data).digest())}
-        if self.checksum == "CRC32":
-            return {"ChecksumCRC32": _b64(zlib.crc32(data).to_bytes(4, "big"))}
-        return {"ContentMD5": _b64(hashlib.md5(data, usedforsecurity=False).digest())}
-
-    def _multipart(self, full: str, stream: BinaryIO, holder: list, part_size: int, storage_class: str) -> int:
-        args = self._object_args(full, storage_class)
-        if self.checksum != "MD5":
-            args["ChecksumAlgorithm"] = self.checksum
-        upload_id = self._call("start an upload of", full, self.client.create_multipart_upload, **args)["UploadId"]
-        log.debug("multipart upload %s of %s started, %d-byte parts", upload_id, self._url(full), part_size)
-
-        def upload(number: int, data: bytearray) -> dict:
-            checksum = self._checksum_args(data)
-            response = self.client.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number,
-                                               Body=data, **checksum)
-            part = {"PartNumber": number, "ETag": response["ETag"]}
-            part.update({name: value for name, value in checksum.items() if name != "ContentMD5"})
-            return part
-
-        uploader = _PartUploader(upload, self.max_concurrency)
-        total, number, data = 0, 1, holder.pop()
-        try:
-            while data:
-                if number > MAX_PARTS:
-                    raise _failure(f"cannot store {self._url(full)}: larger than S3's {MAX_PARTS} parts of at most "
-                                   f"{MAX_PART_SIZE} bytes allow", retryable=False)
-                total += len(data)
-                uploader.submit(number, data)
-                data = None  # the uploader owns it now: drop ours before reading the next part
-                number += 1
-                part_size = _grown(part_size, number, total)
-                data = _read_part(stream, part_size)
-            parts = uploader.finish()
-            self._complete(full, upload_id, parts, total)
-        except BaseException as exc:
-            data = None
-            uploader.cancel()
-            aborted = self._abort_upload(full, upload_id)
-            if isinstance(exc, (BotoCoreError, ClientError)):
-                error = self._translate(exc, "store", full)
-                if not aborted:
-                    error.args = (f"{error}; its unfinished upload {upload_id} could not be aborted now and is "
-                                  "left for the housekeeper (abort)",)
-                raise error from exc
-            raise
-        log.debug("multipart upload %s of %s complete: %d parts, %d bytes", upload_id, self._url(full), number - 1,
-                  total)
-        return total
-
-    def _complete(self, full: str, upload_id: str, parts: list[dict], total: int) -> None:
-        try:
-            self.client.complete_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id,
-                                                  MultipartUpload={"Parts": parts})
-        except ClientError as exc:
-            # A retried CompleteMultipartUpload whose first attempt succeeded (its
-            # answer lost on the way) finds no upload: the object tells.
-            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
-                raise
-            try:
-                head = self.client.head_object(Bucket=self.bucket, Key=full)
-            except ClientError:
-                raise exc from None
-            if head["ContentLength"] != total or not head["ETag"].endswith(f'-{len(parts)}"'):
-                raise
-
-    def _abort_upload(self, full: str, upload_id: str) -> bool:
-        try:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
-                return True
-            log.warning("could not abort multipart upload %s of %s: %s", upload_id, self._url(full), exc)
-            return False
-        except BotoCoreError as exc:
-            log.warning("could not abort multipart upload %s of %s: %s", upload_id, self._url(full), exc)
-            return False
-        log.info("aborted multipart upload %s of %s", upload_id, self._url(full))
-        return True
-
     def abort(self, key: str) -> None:
         """Abort every unfinished multipart upload of ``key``, as a killed writer leaves them."""
-        full = self._full(key)
-        paginator = self.client.get_paginator("list_multipart_uploads")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-                for upload in page.get("Uploads", []):
-                    if upload["Key"] == full:  # the prefix also matches longer keys
-                        if not self._abort_upload(full, upload["UploadId"]):
-                            raise _failure(f"cannot abort upload {upload['UploadId']} of {self._url(full)}", True)
-        except (BotoCoreError, ClientError) as exc:
-            raise self._translate(exc, "clean up", full) from exc
+        self.uploads.abort_all(self._full(key))
 
     def delete(self, key: str) -> None:
         full = self._full(key)
@@ -335,8 +219,9 @@ class S3Storage(Storage):
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in NOT_FOUND_CODES | {"NoSuchBucket"}:
-                raise _failure(f"cannot read {self._url(full)}: bucket {self.bucket!r} does not exist at "
-                               f"{self.endpoint}; create it or correct 'bucket' in the storage's config", False) from exc
+                raise storage_failure(f"cannot read {self._url(full)}: bucket {self.bucket!r} does not exist at "
+                                      f"{self.endpoint}; create it or correct 'bucket' in the storage's config",
+                                      False) from exc
         except BotoCoreError:
             pass
 
@@ -428,124 +313,43 @@ class S3Storage(Storage):
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             detail = f"{code}: {error.get('Message') or 'no message'} (HTTP {status})"
             if code == "NoSuchBucket":
-                return _failure(f"cannot {doing} {url}: bucket {self.bucket!r} does not exist at {self.endpoint}; "
-                                "create it or correct 'bucket' in the storage's config", False)
+                return storage_failure(f"cannot {doing} {url}: bucket {self.bucket!r} does not exist at "
+                                       f"{self.endpoint}; create it or correct 'bucket' in the storage's config",
+                                       False)
             if code in NOT_FOUND_CODES:
                 return NotFoundError(f"object {url} does not exist")
             if code == "InvalidObjectState":  # an HTTP 403, but no permission problem
                 return self._archived(full, str(error.get("StorageClass") or "GLACIER"))
             if code in ACCESS_CODES or status == 403:
                 source = f"profile {self.profile!r}" if self.profile else "the AWS credential chain"
-                return _failure(f"cannot {doing} {url}: access denied ({detail}); the credentials from {source} "
-                                "are invalid or lack permission (IAM policy, bucket policy, KMS key policy)", False)
+                return storage_failure(f"cannot {doing} {url}: access denied ({detail}); the credentials from "
+                                       f"{source} are invalid or lack permission (IAM policy, bucket policy, "
+                                       "KMS key policy)", False)
             if code == "NoSuchUpload":
-                return _failure(f"cannot {doing} {url}: its multipart upload was aborted meanwhile "
-                                "(by the housekeeper or a lifecycle rule)", True)
+                return storage_failure(f"cannot {doing} {url}: its multipart upload was aborted meanwhile "
+                                       "(by the housekeeper or a lifecycle rule)", True)
             if code in DIGEST_CODES:
-                return _failure(f"cannot {doing} {url}: S3 rejected the data ({detail}); the bytes it received "
-                                "do not match their checksum", True)
+                return storage_failure(f"cannot {doing} {url}: S3 rejected the data ({detail}); the bytes it received "
+                                       "do not match their checksum", True)
             retryable = status >= 500 or status in (408, 429) or code in TRANSIENT_CODES
-            return _failure(f"cannot {doing} {url}: {detail}", retryable)
+            return storage_failure(f"cannot {doing} {url}: {detail}", retryable)
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
-            return _failure(f"cannot {doing} {url}: no usable AWS credentials ({exc}); provide them through the "
-                            "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), ~/.aws/credentials, an "
-                            "instance or container role, or the storage's 'profile'", False)
+            return storage_failure(f"cannot {doing} {url}: no usable AWS credentials ({exc}); provide them through the "
+                                   "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), ~/.aws/credentials, an "
+                                   "instance or container role, or the storage's 'profile'", False)
         if isinstance(exc, (EndpointUnreachableError, HTTPClientError)):
-            return _failure(f"cannot {doing} {url}: the S3 endpoint {self.endpoint} is unreachable or dropped "
-                            f"the connection after {self.max_attempts} attempt(s) ({exc}); check endpoint_url, "
-                            "region and the network", True)
+            return storage_failure(f"cannot {doing} {url}: the S3 endpoint {self.endpoint} is unreachable or dropped "
+                                   f"the connection after {self.max_attempts} attempt(s) ({exc}); check endpoint_url, "
+                                   "region and the network", True)
         if isinstance(exc, ParamValidationError):
-            return _failure(f"cannot {doing} {url}: {exc}", False)
-        return _failure(f"cannot {doing} {url}: {exc}", True)
+            return storage_failure(f"cannot {doing} {url}: {exc}", False)
+        return storage_failure(f"cannot {doing} {url}: {exc}", True)
 
 
 def _choice(name: str, value, allowed: tuple) -> str:
     if value not in allowed:
         raise UsageError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
     return value
-
-
-def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
-
-
-def _read_part(stream: BinaryIO, size: int) -> bytearray:
-    """Read up to ``size`` bytes from ``stream`` into one buffer, in READ_SIZE reads (no second copy)."""
-    part = bytearray(size)
-    filled = 0
-    with memoryview(part) as view:
-        while filled < size:
-            chunk = stream.read(min(READ_SIZE, size - filled))
-            if not chunk:
-                break
-            view[filled:filled + len(chunk)] = chunk
-            filled += len(chunk)
-    if filled < size:
-        del part[filled:]
-    return part
-
-
-def _grown(part_size: int, next_number: int, sent: int) -> int:
-    """Return the size of part ``next_number``: doubled while the parts left at this size hold less than was sent.
-
-    With the part size from part_size_for this starts only once the stream
-    has outgrown its size hint.
-    """
-    while (MAX_PARTS - next_number + 1) * part_size < sent and part_size < MAX_PART_SIZE:
-        part_size = min(MAX_PART_SIZE, part_size * 2)
-    return part_size
-
-
-class _PartUploader:
-    """Upload parts on a few threads, with at most ``concurrency`` of them in memory at once."""
-
-    def __init__(self, upload: Callable[[int, bytearray], dict], concurrency: int):
-        self._upload = upload
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="covet-s3-part")
-        self._slots = threading.Semaphore(concurrency)
-        self._futures = []
-        self._failure: BaseException | None = None
-
-    def submit(self, number: int, data: bytearray) -> None:
-        """Queue part ``number``; block while ``concurrency`` parts are in flight; raise the first part failure."""
-        self._raise_failure()
-        self._slots.acquire()
-        if self._failure is not None:
-            self._slots.release()
-            self._raise_failure()
-        self._futures.append(self._pool.submit(self._run, number, [data]))
-
-    def _run(self, number: int, holder: list) -> dict:
-        data = holder.pop()  # the only reference left once the caller dropped its own
-        try:
-            return self._upload(number, data)
-        except BaseException as exc:
-            if self._failure is None:
-                self._failure = exc
-            raise
-        finally:
-            data = None
-            self._slots.release()
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-
-    def finish(self) -> list[dict]:
-        """Wait for every part; return them in order for CompleteMultipartUpload, or raise the first failure."""
-        parts = []
-        for future in self._futures:
-            try:
-                parts.append(future.result())
-            except BaseException:
-                self._raise_failure()
-                raise
-        self._pool.shutdown()
-        return sorted(parts, key=lambda part: part["PartNumber"])
-
-    def cancel(self) -> None:
-        """Drop parts not started yet and wait for those in flight, so an abort that follows frees everything."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 # Errors a response body can raise mid-read; the read resumes with a ranged GET.
@@ -596,8 +400,8 @@ class _ObjectReader(io.RawIOBase):
                 failures += 1
                 self._drop_body()
                 if failures >= self._storage.max_attempts:
-                    raise _failure(f"cannot read {self._storage._url(self._full)}: the connection failed "
-                                   f"{failures} times in a row ({exc})", True) from exc
+                    raise storage_failure(f"cannot read {self._storage._url(self._full)}: the connection failed "
+                                          f"{failures} times in a row ({exc})", True) from exc
                 log.warning("reading %s failed at byte %d (%s); resuming", self._storage._url(self._full),
                             self._position, exc)
                 continue
@@ -605,8 +409,8 @@ class _ObjectReader(io.RawIOBase):
                 failures += 1
                 self._drop_body()
                 if failures >= self._storage.max_attempts:
-                    raise _failure(f"cannot read {self._storage._url(self._full)}: the response ended early at "
-                                   f"byte {self._position} of {self._size}", True)
+                    raise storage_failure(f"cannot read {self._storage._url(self._full)}: the response ended early at "
+                                          f"byte {self._position} of {self._size}", True)
                 continue
             failures = 0
             out.append(chunk)
@@ -623,8 +427,8 @@ class _ObjectReader(io.RawIOBase):
             response = storage.client.get_object(Bucket=storage.bucket, Key=self._full, IfMatch=self._etag, **extra)
         except (BotoCoreError, ClientError) as exc:
             if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
-                raise _failure(f"{storage._url(self._full)} was replaced while it was being read; read it again",
-                               True) from exc
+                raise storage_failure(f"{storage._url(self._full)} was replaced while it was being read; read it again",
+                                      True) from exc
             raise storage._translate(exc, "read", self._full) from exc
         self._body = response["Body"]
 
