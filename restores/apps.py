@@ -11,4 +11,4 @@ class RestoresConfig(AppConfig):
 
         # A restore is not retried by itself: it may have written into its destination.
         registry.register(registry.JobKind("restore", RestoreRequest,
-                                           clean_up="restores.services.clean_up_dead_restore"))
+                                           clean_up="restores.services.restore.clean_up_dead_restore"))

@@ -144,3 +144,10 @@ def run_pitr(request: RestoreRequest, passphrase_file: str | None, key_file: str
         raise NotFoundError(f"the backup of restore {request.pk} was deleted")
     recovery = RecoveryTarget.from_json(request.pitr["recovery"])
     return engine_module(backup.target).run(request, recovery, passphrase_file, key_file, on_progress)
+
+
+def clean_up_dead(request: RestoreRequest) -> str:
+    """Remove what a point-in-time recovery whose worker died left behind; return a note of what is left."""
+    if request.backup is None:
+        return ""
+    return engine_module(request.backup.target).clean_up_dead(request)

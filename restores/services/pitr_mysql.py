@@ -52,8 +52,8 @@ from restores.models import RestoreRequest
 from backups.services.reading import finish_reading, open_plaintext
 from backups.services.targets import target_engine
 from core.lifecycle import job_tmp_dir
+from covet.streams import COPY_BUFFER
 
-COPY_BUFFER = 1024 * 1024
 RESOLUTION = ("binlog event times have one-second resolution: transactions in the same second as the target "
               "cannot be told apart by time; use --stop-position FILE:POS or --stop-gtid for a finer stop")
 
@@ -62,10 +62,7 @@ RESOLUTION = ("binlog event times have one-second resolution: transactions in th
 
 
 def choose_backup(target: DatabaseTarget, recovery) -> Backup:
-    """Return the newest completed full backup with binlog coordinates before the recovery target.
-
-    Raise NotFoundError when there is none, saying what to do.
-    """
+    """Return the newest full backup with binlog coordinates before the target; NotFoundError saying what to do."""
     by_number = binlog_window.archived(target)
     for backup in binlog_window.pitr_backups(target):
         if target.database and backup.database_name != target.database:
@@ -495,3 +492,9 @@ def _result(backup: Backup, recovery, plan: ReplayPlan, source: str, database: s
     return {"location": location, "database": database, "source_database": source, "events_applied": plan.events,
             "transactions_applied": plan.transactions, "binlogs": [item.name for item in plan.files],
             "start": f"{name}:{position}", "stopped_before": stopped_at, "summary": summary}
+
+
+def clean_up_dead(request) -> str:
+    """Say what a replay whose worker died left: the new schema, which may hold part of the replay."""
+    database = request.pitr.get("destination", {}).get("database")
+    return f" (the new schema {database} may hold part of the replay: drop it before trying again)" if database else ""

@@ -476,3 +476,25 @@ def _pg_bin(backup: Backup) -> Path:
 def _stop_server(backup: Backup, data_dir: Path, user: str) -> None:
     """Stop a recovered server at once (it is thrown away), if it still runs."""
     pg_server.stop_immediately(_pg_bin(backup), data_dir, user)
+
+
+def clean_up_dead(request) -> str:
+    """Remove what a recovery whose worker died left: its server stopped, its spool removed, its data directory emptied.
+
+    Only the host that keeps the data directory can do it; elsewhere the note says what was left where.
+    """
+    destination = request.pitr.get("destination", {})
+    if not destination.get("data_directory"):
+        return ""
+    data_dir = Path(destination["data_directory"])
+    host = destination.get("host") or settings.COVET_HOST
+    if host != settings.COVET_HOST:
+        return f" (its data directory {data_dir} and WAL spool on {host} were left: remove them there)"
+    if request.backup is not None and data_dir.is_dir():
+        _stop_server(request.backup, data_dir, shipper_paths.os_user(request.backup.target))
+    spool_dir = _spool_dir(data_dir)
+    for leftover in (spool_dir, spool_dir.with_name(spool_dir.name + ".removing")):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if data_dir.is_dir():
+        _empty(data_dir)
+    return ""

@@ -13,6 +13,7 @@ from covet.errors import DamagedError, NotFoundError, UsageError
 from backups.models import Backup, JobStatus
 from core.progress import JobTracker, ProgressCallback
 from restores.models import RestoreRequest
+from restores.services import pitr
 from restores.services.pitr import run_pitr
 from backups.services.copies import backup_locations, mark_location_bad
 from backups.services.reading import finish_reading, open_plaintext, read_extras
@@ -182,3 +183,11 @@ def remove_partial_restore(request: RestoreRequest) -> None:
     if path.parent.is_dir():
         for leftover in path.parent.glob(f".{path.name}.*{PARTIAL_SUFFIX}"):
             leftover.unlink(missing_ok=True)
+
+
+def clean_up_dead_restore(request: RestoreRequest) -> str:
+    """Remove what a restore whose worker died left: partial files, or a recovery's spool and data directory."""
+    if request.pitr:
+        return pitr.clean_up_dead(request)
+    remove_partial_restore(request)
+    return ""
