@@ -9,5 +9,6 @@ class BackupsConfig(AppConfig):
         from backups.models import Backup
         from core import registry
 
-        registry.register(registry.JobKind("backup", Backup, clean_up="backups.services.runs.clean_up_dead_backup",
+        registry.register(registry.JobKind("backup", Backup, run="backups.services.runs.run_backup",
+                                           clean_up="backups.services.runs.clean_up_dead_backup",
                                            retries=2))

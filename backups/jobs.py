@@ -13,4 +13,4 @@ def enqueue_backup(backup) -> str:
 
 def run_backup_job(backup_id: str) -> None:
     """Run one backup in a worker."""
-    run_job("backup", "backups.services.runs.run_backup", backup_id)
+    run_job("backup", backup_id)

@@ -14,7 +14,6 @@ import uuid
 import django_rq
 from django.conf import settings
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from redis.exceptions import RedisError
 from rq import Retry, get_current_job
 from rq.job import Job
@@ -53,15 +52,15 @@ def cancel_queued_job(job_id: str) -> None:
         pass
 
 
-def run_job(kind_name: str, service: str, pk) -> None:
-    """Run one job row in a worker through its service (a dotted path), retrying what a retry can mend."""
+def run_job(kind_name: str, pk) -> None:
+    """Run one job row in a worker through its kind's service, retrying what a retry can mend."""
+    kind = registry.kind(kind_name)
     try:
-        import_string(service)(pk)
+        kind.run_service(pk)
     except CovetError as exc:
         job = get_current_job()
         if not (exc.retryable and job is not None and job.retries_left):
             return
-        kind = registry.kind(kind_name)
         row = kind.model.objects.get(pk=pk)
         if row.status != JobStatus.FAILED:
             return  # cancelled, or failed before it started: nothing a retry would mend

@@ -1,9 +1,9 @@
 """The kinds of job rows the apps run, registered by each app when Django starts.
 
 The core (reaper, cancel_job, RQ entry point) works from this list, so it
-never imports the apps that build on it. A kind names its clean-up by dotted
-path, imported only when a job of that kind died or failed: starting a
-command does not load every app's services.
+never imports the apps that build on it. A kind names its service and its
+clean-up by dotted path, imported only when a job of that kind runs, died or
+failed: starting a command does not load every app's services.
 """
 
 from dataclasses import dataclass
@@ -19,11 +19,17 @@ class JobKind:
 
     name: str
     model: type
+    run: str
+    """Dotted path of ``run(pk)``: the service that runs one job of this kind in a worker."""
     clean_up: str = ""
     """Dotted path of ``clean_up(row) -> str``: remove what a dead or failed job of this kind left behind;
     return a note for the row's error when something could not be removed, else ""."""
     retries: int = 0
     """How many times RQ runs a job of this kind again after a retryable error (CovetError.retryable)."""
+
+    def run_service(self, pk) -> None:
+        """Run the job row with ``pk`` through the kind's service."""
+        import_string(self.run)(pk)
 
     def run_clean_up(self, row) -> str:
         """Call the kind's clean-up on ``row``; return its note."""

@@ -10,5 +10,5 @@ class RestoresConfig(AppConfig):
         from restores.models import RestoreRequest
 
         # A restore is not retried by itself: it may have written into its destination.
-        registry.register(registry.JobKind("restore", RestoreRequest,
+        registry.register(registry.JobKind("restore", RestoreRequest, run="restores.services.restore.run_restore",
                                            clean_up="restores.services.restore.clean_up_dead_restore"))

@@ -30,4 +30,4 @@ def enqueue_restore(request) -> str:
 
 def run_restore_job(request_id: int) -> None:
     """Run one restore in a worker."""
-    run_job("restore", "restores.services.run_restore", request_id)
+    run_job("restore", request_id)

@@ -82,3 +82,16 @@ def test_a_user_error_is_not_retried(settings, clean_queues, sample_sqlite, defa
     assert failed.status == "failed" and not failed.error.startswith("attempt")
     assert Job.fetch(job_id, connection=django_rq.get_connection("backups")).get_status() != "scheduled"
     assert not AuditEvent.objects.filter(action="backup.retry").exists()
+
+
+def test_every_kind_of_job_names_a_service_and_a_clean_up_that_import():
+    """A service moved without its dotted path would fail only in a worker, leaving the row pending."""
+    from django.utils.module_loading import import_string
+
+    from core import registry
+
+    kinds = registry.kinds()
+    assert {kind.name for kind in kinds} == {"backup", "restore", "verification"}
+    for kind in kinds:
+        assert callable(import_string(kind.run)), kind.name
+        assert not kind.clean_up or callable(import_string(kind.clean_up)), kind.name

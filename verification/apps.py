@@ -9,4 +9,5 @@ class VerificationConfig(AppConfig):
         from core import registry
         from verification.models import VerificationRun
 
-        registry.register(registry.JobKind("verification", VerificationRun, retries=2))
+        registry.register(registry.JobKind("verification", VerificationRun,
+                                           run="verification.services.run_verification", retries=2))

@@ -10,4 +10,4 @@ def enqueue_verification(run) -> str:
 
 def run_verification_job(run_id: int) -> None:
     """Run one verification in a worker."""
-    run_job("verification", "verification.services.run_verification", run_id)
+    run_job("verification", run_id)
