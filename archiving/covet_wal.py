@@ -39,6 +39,7 @@ import time
 PROTOCOL = "covet-wal/1"
 DEFAULT_TIMEOUT = 60.0
 MAX_MESSAGE = 64 * 1024
+# The size of covet.streams.COPY_BUFFER, written here: importing it would cost every archive_command run.
 COPY_BUFFER = 1024 * 1024
 
 # Exit codes (docs/commands.md); PostgreSQL treats codes above 125 as a

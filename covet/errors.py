@@ -61,6 +61,12 @@ class StorageError(CovetError):
     retryable = True
 
 
+class ArchivedObjectError(StorageError):
+    """The object sits in an archive storage class and must be restored (thawed) before it is read; exit 6."""
+
+    retryable = False
+
+
 class CancelledError(CovetError):
     """The operator cancelled the job while it ran; exit 1."""
 

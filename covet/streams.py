@@ -114,10 +114,35 @@ class PrefixedStream:
         return self.stream.read(size)
 
 
+def read_exact(stream, size: int) -> bytes:
+    """Read ``size`` bytes, fewer only at end of stream."""
+    data = stream.read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        data = stream.read(size - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
 def drain(stream) -> int:
     """Read ``stream`` to its end, throwing the bytes away (so a checksum at its end is checked); return the count."""
     total = 0
     while chunk := stream.read(COPY_BUFFER):
+        total += len(chunk)
+    return total
+
+
+def copy_stream(stream, out) -> int:
+    """Copy ``stream`` to its end into the writable ``out``; return the number of bytes copied."""
+    total = 0
+    while chunk := stream.read(COPY_BUFFER):
+        out.write(chunk)
         total += len(chunk)
     return total
 
@@ -138,10 +163,7 @@ def write_atomically(stream, path: Path, partial_suffix: str = ".partial") -> in
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            size = 0
-            while chunk := stream.read(COPY_BUFFER):
-                out.write(chunk)
-                size += len(chunk)
+            size = copy_stream(stream, out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

@@ -6,7 +6,7 @@ import pytest
 
 from covet.errors import StorageError, UsageError
 from covet.storage import object_key, open_storage
-from covet.storage.local import COPY_BUFFER
+from covet.streams import COPY_BUFFER
 
 from tests.storage_contract import StorageContract
 

@@ -2,14 +2,13 @@
 
 
 from covet.errors import DamagedError
+from covet.streams import drain
 from backups.models import Backup, JobStatus
 from core.progress import JobTracker, ProgressCallback
 from verification.models import VerificationRun
-from backups.services.reading import finish_reading, open_plaintext
+from backups.services.reading import open_plaintext
 from core.audit import audit
 from core.lifecycle import end_job, error_text, failure_status, start_job
-
-READ_SIZE = 1024 * 1024
 
 
 def create_verification(backup: Backup, requested_by: str, source: str = "") -> VerificationRun:
@@ -29,10 +28,8 @@ def run_verification(run_id: int, passphrase_file: str | None = None, key_file: 
     try:
         with JobTracker(run, backup.stored_bytes, on_progress) as tracker, \
                 open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
-            size = 0
-            while chunk := plain.read(READ_SIZE):
-                size += len(chunk)
-            finish_reading(checked)
+            size = drain(plain)
+            checked.finish()
         checks["checksum"] = {"ok": True, "detail": f"SHA-256 {backup.sha256}"}
         checks["decrypt"] = {"ok": True, "detail": "every frame authenticated" if backup.cipher != "none"
                              else "unencrypted; every frame checksum matched"}

@@ -12,11 +12,11 @@ An archived name is never overwritten: storing it again with the same
 plaintext (same SHA-256) succeeds, with different plaintext it fails.
 """
 
-import hashlib
 import io
 import json
 import logging
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -32,6 +32,7 @@ from covet.pipeline.container import DecodingStream, EncodingStream
 from covet.pipeline.container_format import Header
 
 from covet.storage import object_key
+from covet.streams import COPY_BUFFER, CheckedReader, HashingReader, drain, sha256_of
 from backups.services.objects import OBJECT_EXTENSION
 from backups.services.storages import default_storage, storage_backend
 
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 ARCHIVE_CODEC = "zstd"
 ARCHIVE_LEVEL = 3
 ARCHIVE_CIPHER = "aes-256-gcm"
-COPY_BUFFER = 1024 * 1024
 
 
 
@@ -133,9 +133,7 @@ class Archive:
     def _key_lookup(self, header: Header) -> bytes | None:
         if self.cipher == "none":
             return None
-        if header.data_key_id != self.key_id:
-            raise DamagedError(f"archived file names data key {header.data_key_id}, "
-                               f"the archive of {self.target.name} uses {self.key_id}")
+        keys.check_data_key_id(header.data_key_id, self.key_id, f"archive of {self.target.name}")
         return self.data_key
 
     def existing(self, name: str, timeline: int | None = None) -> ArchivedLog | None:
@@ -152,7 +150,7 @@ class Archive:
         """
         row = self.existing(name, timeline)
         if row is not None and not (replace_partial and row.partial):
-            self._check_same(name, row.plaintext_sha256, _sha256_of(stream))
+            self._check_same(name, row.plaintext_sha256, sha256_of(stream))
             return row, False
         # Partial binlogs: see log_object_key. [binlog PITR, issue 7]
         key = log_object_key(self.target, name, timeline, partial=bool(fields.get("partial")))
@@ -161,18 +159,18 @@ class Archive:
             # Stored before (the catalog was lost, or a crash came between
             # the upload and the row): keep that object, adopt it if equal.
             stored_sha256, plain, size = self._digests(key)
-            self._check_same(name, plain, _sha256_of(stream))
+            self._check_same(name, plain, sha256_of(stream))
             adopted = self._record(name, timeline, key, sha256=stored_sha256, plaintext_sha256=plain, size=size,
                                    stored_bytes=self.backend.stat(key).size, row=row, **fields)
             self._remove_replaced(replaced)
             return adopted, False
-        plain_digest = hashlib.sha256()
-        encoded = EncodingStream(_Tee(stream, plain_digest), self._header(name), self.data_key)
+        plain = HashingReader(stream)
+        encoded = EncodingStream(plain, self._header(name), self.data_key)
         try:
             info = self.backend.put(key, encoded, size_hint=size_hint)
         finally:
             encoded.close()
-        stored = self._record(name, timeline, key, sha256=encoded.sha256, plaintext_sha256=plain_digest.hexdigest(),
+        stored = self._record(name, timeline, key, sha256=encoded.sha256, plaintext_sha256=plain.digest.hexdigest(),
                               size=encoded.source_bytes, stored_bytes=info.size, row=row, **fields)
         self._remove_replaced(replaced)
         return stored, True
@@ -196,13 +194,11 @@ class Archive:
 
     def _digests(self, key: str) -> tuple[str, str, int]:
         """Read a stored object once, authenticated: its stored SHA-256, plaintext SHA-256 and plaintext size."""
-        plain, size = hashlib.sha256(), 0
         with self.backend.get(key) as raw:
             decoded = DecodingStream(raw, self._key_lookup)
-            while chunk := decoded.read(COPY_BUFFER):
-                plain.update(chunk)
-                size += len(chunk)
-        return decoded.sha256, plain.hexdigest(), size
+            plain = HashingReader(decoded)
+            size = drain(plain)
+        return decoded.sha256, plain.digest.hexdigest(), size
 
     def _stored_without_row(self, key: str) -> bool:
         try:
@@ -260,14 +256,9 @@ class Archive:
         Raise DamagedError naming the file; nothing is left at
         ``destination`` then.
         """
-        digest = hashlib.sha256()
         try:
             with self.open_stored(row) as raw, open(destination, "wb") as out:
-                while chunk := raw.read(COPY_BUFFER):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if row.sha256 and digest.hexdigest() != row.sha256:
-                raise _altered(row)
+                shutil.copyfileobj(CheckedReader(raw, row.sha256, lambda _actual: _altered(row)), out, COPY_BUFFER)
             with open(destination, "rb") as staged:
                 DecodingStream(staged, self._key_lookup)  # reads and authenticates the header only
         except CovetError as exc:
@@ -295,8 +286,7 @@ class Archive:
         partial = destination.with_name(destination.name + ".fetching")
         try:
             with self.open(row, open(staged, "rb") if staged else None) as plain, open(partial, "wb") as out:
-                while chunk := plain.read(COPY_BUFFER):
-                    out.write(chunk)
+                shutil.copyfileobj(plain, out, COPY_BUFFER)
                 plain.finish()
             os.replace(partial, destination)
         except CovetError as exc:
@@ -309,27 +299,21 @@ class Archive:
             raise
 
 
-class _CheckedPlaintext:
+class _CheckedPlaintext(HashingReader):
     """Plaintext of one archived file; ``finish`` checks the stored and plaintext SHA-256 the catalog holds."""
 
     def __init__(self, raw: BinaryIO, row: ArchivedLog, key_lookup):
         self.raw = raw
         self.row = row
-        self.plain_digest = hashlib.sha256()
         self.decoded = DecodingStream(raw, key_lookup)
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.decoded.read(size)
-        self.plain_digest.update(data)
-        return data
+        super().__init__(self.decoded)
 
     def finish(self) -> None:
         # The decoder hashes every stored byte and refuses any after the final frame.
-        while self.read(COPY_BUFFER):
-            pass
+        drain(self)
         if self.row.sha256 and self.decoded.sha256 != self.row.sha256:
             raise _altered(self.row)
-        if self.row.plaintext_sha256 and self.plain_digest.hexdigest() != self.row.plaintext_sha256:
+        if self.row.plaintext_sha256 and self.digest.hexdigest() != self.row.plaintext_sha256:
             raise DamagedError(f"archived {self.row.name}: its content differs from what was archived")
 
     def __enter__(self):
@@ -342,26 +326,6 @@ class _CheckedPlaintext:
 def _altered(row: ArchivedLog) -> DamagedError:
     return DamagedError(f"archived {row.name}: the stored object's SHA-256 differs from the catalog's; "
                         "it was altered or replaced")
-
-
-class _Tee:
-    """A reader that feeds every byte it passes on into ``digest``."""
-
-    def __init__(self, stream: BinaryIO, digest):
-        self.stream = stream
-        self.digest = digest
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        self.digest.update(data)
-        return data
-
-
-def _sha256_of(stream: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := stream.read(COPY_BUFFER):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 def store_bytes(archive: Archive, name: str, data: bytes, timeline: int | None = None, **fields):

@@ -3,7 +3,7 @@
 from django.utils import timezone
 
 from backups.models import Backup, BackupCopy, Storage
-from backups.services.reading import ChecksumReader
+from backups.services.reading import checked_object
 from backups.services.storages import storage_backend
 from core.audit import audit
 from covet.errors import CovetError, NotFoundError
@@ -21,7 +21,7 @@ def replicate_backup(backup: Backup) -> list[BackupCopy]:
         try:
             for key, sha256, size in _objects_with_checksums(backup):
                 with source.get(key) as stream:
-                    target.put(key, ChecksumReader(stream, sha256, backup.id), size_hint=size)
+                    target.put(key, checked_object(stream, sha256, backup.id), size_hint=size)
             copy.state, copy.error, copy.copied_at = BackupCopy.State.OK, "", timezone.now()
         except CovetError as exc:
             for key, _sha, _size in _objects_with_checksums(backup):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from covet.errors import MissingKeyError, UsageError
+from covet.errors import DamagedError, MissingKeyError, UsageError
 from covet.pipeline import crypto
 
 ENV_PASSPHRASE_FILE = "COVET_PASSPHRASE_FILE"
@@ -70,6 +70,17 @@ def decryption_sources(backup_id: str, catalog_ref: dict | None, passphrase_file
             "pass --encryption-password-file or --key-file with a copy of it"
         )
     return [load_source(ref)]
+
+
+def check_data_key_id(found: str | None, expected: str, owner: str) -> None:
+    """Refuse an object whose header names another data key than the catalog records for ``owner``.
+
+    Decided by the catalog, not the header: an object swapped for one of
+    another backup or archive is refused instead of read.
+    """
+    if found != expected:
+        raise DamagedError(f"{owner}: the object names data key {found}, the catalog {expected}; "
+                           "object and catalog do not belong together")
 
 
 def ensure_default_key_file() -> tuple[Path, bool]:

@@ -1,7 +1,6 @@
 """Reading a backup back: its plaintext, authenticated frame by frame, and the stored object's checksum."""
 
 import contextlib
-import hashlib
 from typing import BinaryIO, Iterator
 
 from backups.models import Backup, JobStatus, Storage
@@ -12,40 +11,23 @@ from covet.errors import DamagedError, NotFoundError, UsageError
 from covet.pipeline import crypto
 from covet.pipeline.container import DecodingStream
 from covet.pipeline.container_format import Header
+from covet.streams import CheckedReader
 
-class ChecksumReader:
-    """Read a stored object, and at its end check the SHA-256 the catalog recorded."""
 
-    def __init__(self, stream: BinaryIO, expected_sha256: str, backup_id: str):
-        self.stream = stream
-        self.expected = expected_sha256
-        self.backup_id = backup_id
-        self.digest = hashlib.sha256()
-        self.checked = False
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        if data:
-            self.digest.update(data)
-        elif not self.checked:
-            self.checked = True
-            actual = self.digest.hexdigest()
-            if self.expected and actual != self.expected:
-                raise DamagedError(f"backup {self.backup_id}: stored object's SHA-256 is {actual}, "
-                                   f"the catalog recorded {self.expected}; the object was altered or replaced")
-        return data
-
-    def close(self) -> None:
-        self.stream.close()
+def checked_object(stream: BinaryIO, expected_sha256: str, backup_id: str) -> CheckedReader:
+    """Wrap a stored object so that, read to its end, it is checked against the SHA-256 the catalog recorded."""
+    return CheckedReader(stream, expected_sha256, lambda actual: DamagedError(
+        f"backup {backup_id}: stored object's SHA-256 is {actual}, the catalog recorded {expected_sha256}; "
+        "the object was altered or replaced"))
 
 
 @contextlib.contextmanager
 def open_plaintext(backup: Backup, passphrase_file: str | None = None, key_file: str | None = None,
                    tracker: JobTracker | None = None, extra: str | None = None,
-                   storage: Storage | None = None) -> Iterator[tuple[DecodingStream, ChecksumReader]]:
+                   storage: Storage | None = None) -> Iterator[tuple[DecodingStream, CheckedReader]]:
     """Yield a stream of the backup's plaintext, authenticated frame by frame, and its checksum reader.
 
-    Read the plaintext to its end and then call ``finish_reading`` so the
+    Read the plaintext to its end and then call the checksum reader's ``finish`` so the
     stored object's checksum is checked too. With a ``tracker``, progress
     counts stored bytes read. ``extra`` names one of the backup's extras to
     read instead of the main object; ``storage`` one of its copies' storages
@@ -62,9 +44,7 @@ def open_plaintext(backup: Backup, passphrase_file: str | None = None, key_file:
         # unencrypted one is refused instead of read.
         if backup.cipher == "none":
             return None
-        if header.data_key_id != backup.key_id:
-            raise DamagedError(f"backup {backup.id}: the object names data key {header.data_key_id}, "
-                               f"the catalog {backup.key_id}; object and catalog do not belong together")
+        keys.check_data_key_id(header.data_key_id, backup.key_id, f"backup {backup.id}")
         return crypto.unwrap_key_record(backup.key_record, sources)
 
     if extra is None:
@@ -76,7 +56,7 @@ def open_plaintext(backup: Backup, passphrase_file: str | None = None, key_file:
     raw = storage_backend(storage or backup.storage).get(key)
     if tracker:
         raw = CountingReader(raw, tracker)
-    checked = ChecksumReader(raw, sha256, backup.id)
+    checked = checked_object(raw, sha256, backup.id)
     try:
         yield DecodingStream(checked, key_lookup), checked
     finally:
@@ -90,11 +70,5 @@ def read_extras(backup: Backup, passphrase_file: str | None = None, key_file: st
     for name in backup.extras:
         with open_plaintext(backup, passphrase_file, key_file, extra=name, storage=storage) as (plain, checked):
             extras[name] = plain.read()
-            finish_reading(checked)
+            checked.finish()
     return extras
-
-
-def finish_reading(checked: ChecksumReader) -> None:
-    """Drain what is left of the stored object so its checksum is compared."""
-    while checked.read(1024 * 1024):
-        pass

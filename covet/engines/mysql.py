@@ -47,7 +47,6 @@ LOCK_WAIT_TIMEOUT = 30
 # How long the dump tool may take to connect and start its transaction.
 SNAPSHOT_START_TIMEOUT = 60
 TRANSACTION_STARTED = b"-- Starting transaction...\n"
-COPY_BUFFER = 1024 * 1024
 ER_DBACCESS_DENIED = 1044
 ER_SPECIFIC_ACCESS_DENIED = 1227
 ER_BAD_DB = 1049

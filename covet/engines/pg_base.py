@@ -22,10 +22,10 @@ import psycopg
 from covet.engines.base import Dump
 from covet.engines.tools import EndHook, PipeFeeder, ToolStream
 from covet.errors import DamagedError, ToolError, UsageError
+from covet.streams import COPY_BUFFER
 
 START_POINT = re.compile(r"write-ahead log start point: ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)")
 END_POINT = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")
-COPY_BUFFER = 1024 * 1024
 SERVER_FACTS_SQL = """
     SELECT current_setting('server_version'), current_setting('server_version_num')::int,
            (SELECT system_identifier::text FROM pg_control_system()),

@@ -23,7 +23,7 @@ from covet.engines.pg_tools import (GLOBALS, MAINTENANCE_DATABASES, MAX_NAME_BYT
                                     write_private_bytes)
 from covet.engines.tools import stderr_tail
 from covet.errors import CovetError, DamagedError, ToolError, UsageError
-from covet.streams import COPY_BUFFER, PrefixedStream
+from covet.streams import COPY_BUFFER, PrefixedStream, copy_stream, drain
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,7 @@ class PostgresRestore:
         # pg_restore -j and -L need a seekable archive; the stream is authenticated frame by frame as it is read.
         try:
             with open(path, "wb") as out:
-                while chunk := stream.read(COPY_BUFFER):
-                    out.write(chunk)
+                copy_stream(stream, out)
         except OSError as exc:
             raise CovetError(f"cannot spool the dump to {path.parent} for pg_restore: {exc.strerror or exc}; "
                              "free space there or point COVET_TMP_DIR at a larger disk") from None
@@ -201,8 +200,7 @@ class PostgresRestore:
         except OSError as exc:
             raise CovetError(f"cannot unpack the dump into {directory.parent}: {exc.strerror or exc}; "
                              "free space there or point COVET_TMP_DIR at a larger disk") from None
-        while stream.read(COPY_BUFFER):
-            pass  # to the end, so the stored object's checksum is checked
+        drain(stream)  # to the end, so the stored object's checksum is checked
 
     @staticmethod
     def _restore_failed(message: str) -> ToolError:
@@ -247,8 +245,7 @@ class PostgresRestore:
             if returncode != 0:
                 raise self._restore_failed(stderr_tail(stderr_path) or f"exit status {returncode}")
             if broken:
-                while stream.read(COPY_BUFFER):
-                    pass  # pg_restore needed no more; read on so the stored object's checksum is checked
+                drain(stream)  # pg_restore needed no more; read on so the stored object's checksum is checked
         finally:
             if process.poll() is None:
                 process.kill()

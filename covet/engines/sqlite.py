@@ -9,9 +9,9 @@ from typing import BinaryIO, Iterator
 
 from covet.engines.base import Dump, DumpOptions, Engine, RestoreOptions, RestoreResult
 from covet.errors import DamagedError, NotFoundError, ToolError, UsageError
+from covet.streams import copy_stream
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-COPY_BUFFER = 1024 * 1024
 
 
 def _check_sqlite_file(path: Path) -> None:
@@ -92,10 +92,7 @@ class SqliteEngine(Engine):
         tmp_path = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
-                size = 0
-                while chunk := stream.read(COPY_BUFFER):
-                    out.write(chunk)
-                    size += len(chunk)
+                size = copy_stream(stream, out)
                 out.flush()
                 os.fsync(out.fileno())
             check = integrity_check(tmp_path)

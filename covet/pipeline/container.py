@@ -23,8 +23,8 @@ from cryptography.exceptions import InvalidTag
 
 from covet.errors import DamagedError, MissingKeyError, UsageError, WrongKeyError
 from covet.pipeline import codecs, crypto
-from covet.pipeline.container_format import (FLAG_FINAL, FRAME_HEAD, Header, associated_data, read_exact,
-                                             read_header_parts)
+from covet.pipeline.container_format import FLAG_FINAL, FRAME_HEAD, Header, associated_data, read_header_parts
+from covet.streams import read_exact
 
 # Source bytes read per step, and how many steps may be in flight at once:
 # enough to keep the compressor thread busy while the reader hashes and writes.

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from covet.errors import DamagedError
 from covet.pipeline import codecs, crypto
+from covet.streams import read_exact
 
 MAGIC = b"\x89CVB\r\n\x1a\n"
 VERSION = 1
@@ -88,22 +89,6 @@ def _is_hex(value: object, length: int) -> bool:
         and len(value) == length
         and all(c in "0123456789abcdef" for c in value)
     )
-
-
-def read_exact(stream: BinaryIO, size: int) -> bytes:
-    """Read ``size`` bytes, fewer only at end of stream."""
-    data = stream.read(size)
-    if len(data) == size or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        data = stream.read(size - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
 
 
 def read_header_parts(stream: BinaryIO) -> tuple[Header, bytes, bytes]:

@@ -23,6 +23,7 @@ from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobBlock, ContentSettings, StandardBlobTier
 
 from covet.errors import CovetError, StorageError
+from covet.streams import read_exact
 
 # The backend's one logger, whichever of its modules writes: operators filter on it.
 log = logging.getLogger("covet.storage.azure")
@@ -76,7 +77,7 @@ class BlockUploads:
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="azure-put") as pool:
             try:
                 while True:
-                    block = _read_block(stream, block_size)
+                    block = read_exact(stream, block_size)
                     if not block:
                         break
                     if len(block_ids) == self.MAX_BLOCKS:
@@ -115,18 +116,3 @@ class BlockUploads:
             blob.stage_block(block_id, data, length=len(data), validate_content=True)
         except AzureError as exc:
             raise self._error(exc, f"upload of {key}") from exc
-
-
-def _read_block(stream: BinaryIO, size: int) -> bytes:
-    """Read up to ``size`` bytes, fewer only at the end of ``stream``."""
-    first = stream.read(size)
-    if not first or len(first) == size:
-        return first or b""
-    pieces, got = [first], len(first)
-    while got < size:
-        piece = stream.read(size - got)
-        if not piece:
-            break
-        pieces.append(piece)
-        got += len(piece)
-    return b"".join(pieces)

@@ -7,13 +7,8 @@ from typing import BinaryIO, Iterator
 
 from covet.errors import NotFoundError, StorageError, UsageError
 from covet.storage.base import ObjectInfo, Storage, check_key
+from covet.streams import copy_stream
 
-# Large enough that writes are not syscall-bound, small enough to stay far
-# below the pipeline's memory bound. Not 2 MiB or more: Linux then backs the
-# page cache with huge folios, whose first touch in a VM whose free memory
-# goes back to the host (virtio-balloon free page reporting) made writing
-# 250 MiB take 0.5 s instead of 0.04 s (kernel 6.18, Firecracker).
-COPY_BUFFER = 1024 * 1024
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -43,14 +38,8 @@ class LocalStorage(Storage):
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            size = 0
             with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = stream.read(COPY_BUFFER)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    size += len(chunk)
+                size = copy_stream(stream, out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(partial, path)

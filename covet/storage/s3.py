@@ -43,7 +43,7 @@ from botocore.exceptions import ConnectionError as EndpointUnreachableError
 from botocore.exceptions import (CredentialRetrievalError, HTTPClientError, NoCredentialsError,
                                  ParamValidationError, PartialCredentialsError, ProfileNotFound)
 
-from covet.errors import CovetError, NotFoundError, StorageError, UsageError
+from covet.errors import ArchivedObjectError, CovetError, NotFoundError, UsageError
 from covet.storage.base import ObjectInfo, Storage, check_key, storage_failure
 from covet.storage.s3_upload import MultipartUploads, checksum_args
 
@@ -76,11 +76,6 @@ TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTime
 # Names that look like credentials: refused with a pointer to the credential chain.
 SECRET_WORDS = ("secret", "access_key", "password", "token", "credential")
 
-
-class ArchivedObjectError(StorageError):
-    """The object sits in an archive storage class and must be restored (thawed) before it can be read."""
-
-    retryable = False
 
 class S3Storage(Storage):
     """Objects in one S3 bucket, under an optional prefix."""

@@ -49,7 +49,7 @@ from core.progress import JobTracker
 from archiving.services.binlog_archiver import BINLOG_TOOLS
 from covet.engines.mysql_binlog import FIRST_EVENT, BinlogFile, Group, gtid_in_range, parse_gtid
 from restores.models import RestoreRequest
-from backups.services.reading import finish_reading, open_plaintext
+from backups.services.reading import open_plaintext
 from backups.services.targets import target_engine
 from core.lifecycle import job_tmp_dir
 from covet.streams import COPY_BUFFER
@@ -462,7 +462,7 @@ def run(request: RestoreRequest, recovery, passphrase_file: str | None, key_file
         plan = _fetch_and_scan(backup, recovery, source, archive, spool, tracker)
         _refuse_existing(engine, database)
         with open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
-            restored = engine.restore(EndHook(plain, lambda: finish_reading(checked)), database,
+            restored = engine.restore(EndHook(plain, checked.finish), database,
                                       RestoreOptions(without_binlog=True))
         try:
             _replay(engine, plan, source, database, spool, tracker)

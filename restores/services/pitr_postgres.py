@@ -38,7 +38,7 @@ from core.progress import JobTracker
 from archiving.services import paths as shipper_paths
 from restores.services.pitr import RecoveryTarget
 from restores.services.wal_spool import WalSpool
-from backups.services.reading import finish_reading, open_plaintext
+from backups.services.reading import open_plaintext
 from archiving.services.windows import missing_base_wal, refresh_usable, wal_window
 
 START_TIMEOUT = 120  # seconds for pg_ctl to see the server accept connections
@@ -274,7 +274,7 @@ def run(request, recovery: RecoveryTarget, passphrase_file: str | None, key_file
                     pg_server.hand_over(user, data_dir)
                     with open_plaintext(backup, passphrase_file, key_file, tracker) as (plain, checked):
                         members = pg_base.unpack(plain, data_dir, pg_server.as_user(user, []))
-                        finish_reading(checked)
+                        checked.finish()
                     unpacked = time.monotonic() - began
                 except BaseException:
                     spool.stop()  # no point staging the rest

@@ -1,8 +1,6 @@
 """Restores: read a backup back, authenticated, into a new target or a plain file."""
 
-import os
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,18 +8,18 @@ from pathlib import Path
 from covet.engines import RestoreOptions, compare_manifests, compared_tables
 from covet.engines.tools import EndHook
 from covet.errors import DamagedError, NotFoundError, UsageError
+from covet.streams import drain, write_atomically
 from backups.models import Backup, JobStatus
 from core.progress import JobTracker, ProgressCallback
 from restores.models import RestoreRequest
 from restores.services import pitr
 from restores.services.pitr import run_pitr
 from backups.services.copies import backup_locations, mark_location_bad
-from backups.services.reading import finish_reading, open_plaintext, read_extras
+from backups.services.reading import open_plaintext, read_extras
 from backups.services.targets import target_engine
 from core.audit import audit
 from core.lifecycle import end_job, error_text, failure_status, job_tmp_dir, start_job
 
-COPY_BUFFER = 1024 * 1024
 PARTIAL_SUFFIX = ".restoring"
 
 
@@ -135,9 +133,11 @@ def _restore_from(request: RestoreRequest, options: RestoreOptions, storage, pas
     extras = read_extras(backup, passphrase_file, key_file, storage) if options.with_globals else {}
     with JobTracker(request, backup.stored_bytes, on_progress) as tracker, \
             open_plaintext(backup, passphrase_file, key_file, tracker, storage=storage) as (plain, checked):
-        verified = EndHook(plain, lambda: finish_reading(checked))
+        verified = EndHook(plain, checked.finish)
         if request.download_only:
-            return {"location": _write_file(verified, Path(request.output_path))}
+            path = Path(request.output_path)
+            write_atomically(verified, path, PARTIAL_SUFFIX)
+            return {"location": str(path)}
         engine = target_engine(backup.target, job_tmp_dir(request))
         restored = engine.restore(verified, request.target_database, options, extras)
         return {"location": restored.location, **restored.detail}
@@ -147,9 +147,8 @@ def _verifying_pass(backup: Backup, passphrase_file: str | None, key_file: str |
     # Replacing an existing database destroys it: read and authenticate the
     # whole backup first, so a damaged one can never get that far.
     with open_plaintext(backup, passphrase_file, key_file, storage=storage) as (plain, checked):
-        while plain.read(COPY_BUFFER):
-            pass
-        finish_reading(checked)
+        drain(plain)
+        checked.finish()
 
 
 def _check_row_counts(backup: Backup, result: dict) -> None:
@@ -159,22 +158,6 @@ def _check_row_counts(backup: Backup, result: dict) -> None:
                            for d in differences[:10])
         raise DamagedError(f"restored {backup.id} into {result['location']}, but row counts differ from the "
                            f"backup's manifest ({len(differences)} table(s)): {listed}")
-
-
-def _write_file(stream, path: Path) -> str:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := stream.read(COPY_BUFFER):
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return str(path)
 
 
 def remove_partial_restore(request: RestoreRequest) -> None:
