@@ -10,9 +10,14 @@ import secrets
 from django.db import models
 from django.utils import timezone
 
-ENGINE_CHOICES = [("sqlite", "SQLite"), ("postgresql", "PostgreSQL"), ("mysql", "MySQL/MariaDB")]
-CODEC_CHOICES = [(c, c) for c in ("none", "gzip", "bzip2", "zstd", "lz4")]
-CIPHER_CHOICES = [(c, c) for c in ("none", "aes-256-gcm", "chacha20-poly1305", "aes-256-cbc")]
+from covet.engines import ENGINES
+from covet.pipeline import CIPHERS, CODECS
+from covet.registry import choices
+from covet.storage import KINDS
+
+ENGINE_CHOICES = choices(ENGINES)
+CODEC_CHOICES = [(c, c) for c in CODECS]
+CIPHER_CHOICES = [(c, c) for c in CIPHERS]
 
 
 def new_backup_id(now=None) -> str:
@@ -114,7 +119,7 @@ class DatabaseTarget(models.Model):
 class Storage(models.Model):
     """Where backup objects live: a kind (local, s3, azure) and its non-secret settings."""
 
-    KIND_CHOICES = [("local", "Local disk"), ("s3", "Amazon S3"), ("azure", "Azure Blob")]
+    KIND_CHOICES = choices(KINDS)
 
     name = models.SlugField(max_length=100, unique=True)
     kind = models.CharField(max_length=16, choices=KIND_CHOICES, default="local")

@@ -25,8 +25,8 @@ import lz4.frame
 import zstandard
 
 from covet.errors import DamagedError, UsageError
+from covet.pipeline import CODECS
 
-CODECS = ("none", "gzip", "bzip2", "zstd", "lz4")
 DEFAULT_LEVEL = {"none": 0, "gzip": 6, "bzip2": 9, "zstd": 3, "lz4": 0}
 # Inclusive ranges each library accepts; lz4 levels 3+ select its HC mode.
 LEVEL_RANGE = {

@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from covet.errors import DamagedError, MissingKeyError, NotFoundError, UsageError, WrongKeyError
+from covet.pipeline import CIPHERS
 
-CIPHERS = ("none", "aes-256-gcm", "chacha20-poly1305", "aes-256-cbc")
 KEY_SIZE = 32
 # OWASP's minimum for scrypt (N=2^17, r=8, p=1): ~0.4 s and 128 MiB here.
 SCRYPT_N = 2**17

@@ -6,7 +6,8 @@ from backups import jobs
 from covet.errors import UsageError
 from core.commands import CovetCommand, progress_bar
 from backups.models import Backup
-from covet.pipeline import codecs, crypto
+from covet.engines import ENGINES
+from covet.pipeline import CIPHERS, CODECS
 from backups.services.catalog import backup_summary, get_policy
 from backups.services.runs import BackupRequest, create_backup, parse_tags, policy_request, run_backup
 from backups.services.storages import get_storage
@@ -42,7 +43,7 @@ class Command(CovetCommand):
         where.add_argument("--target", help="a registered target (see 'manage.py target list')")
         where.add_argument("--policy", help="back up as this policy says (target, storages, codec, cipher, key, "
                                             "retention, tier, tags); flags given too override it")
-        where.add_argument("--database", choices=["sqlite", "postgresql", "mysql"], help="engine of an ad-hoc target")
+        where.add_argument("--database", choices=list(ENGINES), help="engine of an ad-hoc target")
         where.add_argument("--name", help="database name; for SQLite the database file")
         where.add_argument("--host", default="")
         where.add_argument("--port", type=int)
@@ -52,9 +53,9 @@ class Command(CovetCommand):
                            help="logical (a dump of one database) or base (PostgreSQL: the whole server with "
                                 "pg_basebackup, the starting point of point-in-time recovery)")
         how = parser.add_argument_group("how to store it")
-        how.add_argument("--compress", choices=codecs.CODECS, help="default zstd")
+        how.add_argument("--compress", choices=CODECS, help="default zstd")
         how.add_argument("--compress-level", type=int)
-        how.add_argument("--encrypt", choices=crypto.CIPHERS, help="default aes-256-gcm")
+        how.add_argument("--encrypt", choices=CIPHERS, help="default aes-256-gcm")
         how.add_argument("--encryption-password-file", help="passphrase file for the key-encryption key")
         how.add_argument("--key-file", help="key file (mode 0600) for the key-encryption key")
         how.add_argument("--storage", help="storage name (default: the default storage)")

@@ -4,6 +4,7 @@ import json
 
 
 from covet.errors import UsageError
+from covet.storage import KINDS
 from core.commands import CovetCommand
 from backups.models import Storage
 from backups.services.storages import add_storage, check_storage, get_storage, remove_storage, storage_backend
@@ -33,7 +34,7 @@ class Command(CovetCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         add = sub.add_parser("add", help="register a storage")
         add.add_argument("storage_name", metavar="NAME")
-        add.add_argument("kind", choices=[choice for choice, _ in Storage.KIND_CHOICES])
+        add.add_argument("kind", choices=list(KINDS))
         add.add_argument("config_pairs", nargs="*", metavar="KEY=VALUE")
         add.add_argument("--default", action="store_true", help="make it the default storage")
         listing = sub.add_parser("list", help="list storages with free space where the backend can tell")

@@ -4,6 +4,7 @@ import json
 
 
 from core.commands import CovetCommand
+from covet.engines import ENGINES
 from backups.models import DatabaseTarget
 from backups.services.targets import add_target, remove_target
 from core.audit import cli_source
@@ -16,7 +17,7 @@ class Command(CovetCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         add = sub.add_parser("add", help="register a target")
         add.add_argument("target_name", metavar="NAME")
-        add.add_argument("--database", required=True, choices=["sqlite", "postgresql", "mysql"], help="engine")
+        add.add_argument("--database", required=True, choices=list(ENGINES), help="engine")
         add.add_argument("--name", required=True, help="database name; for SQLite the database file")
         add.add_argument("--host", default="")
         add.add_argument("--port", type=int)
