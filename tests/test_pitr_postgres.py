@@ -8,22 +8,32 @@ through a plain ``cp`` archive_command and Archive.store here, so these tests
 exercise recovery alone (the shipper has its own tests).
 """
 
+import contextlib
+import os
+import signal
+import threading
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
+from django.core.management import call_command
 
 from archiving.services import archive
 from covet.engines import pg_wal
 from covet.errors import DamagedError, NotFoundError
 from backups.models import ArchivedLog, DatabaseTarget
+from restores import jobs as restores_jobs
+from restores.models import RestoreRequest
 from restores.services.pitr import create_pitr_restore, recovery_target
+from restores.services.pitr_postgres import _spool_dir
 from restores.services.restore import run_restore
 
 from bench.servers import free_port
+from tests.helpers import wait_for
 from tests.pitr_fixtures import ArchivingCluster, ingest, reachable_dir, recover, rows_in, switch_and_ingest
 from backups.services.runs import BackupRequest, create_backup, run_backup
 from archiving.services.windows import refresh_usable
@@ -191,3 +201,57 @@ def test_an_empty_data_directory_given_stays_empty_when_recovery_fails(recovered
     with pytest.raises(DamagedError, match=victim.name):
         run_restore(request.pk)
     assert data_dir.is_dir() and list(data_dir.iterdir()) == []
+
+
+def test_a_recovery_whose_worker_is_killed_leaves_no_spool_data_directory_or_server(recovered, servers,
+                                                                                   backup_dir, rq_worker, settings):
+    target, backup = recovered["target"], recovered["backup"]
+    data_dir = reachable_dir(servers) / "recovered"
+    request = create_pitr_restore(target, recovery_target("latest"), {"data_directory": str(data_dir)})
+    spool_dir = _spool_dir(data_dir)
+
+    # The base backup is read through a FIFO that gives half its bytes and then
+    # holds: the worker is then surely mid-recovery (spool made, files unpacking).
+    stored = backup_dir / backup.storage_key
+    content = stored.read_bytes()
+    stored.unlink()
+    os.mkfifo(stored)
+    release = threading.Event()
+
+    def feed():
+        with contextlib.suppress(BrokenPipeError), open(stored, "wb") as fifo:
+            fifo.write(content[:len(content) // 2])
+            fifo.flush()
+            release.wait(300)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    worker = rq_worker(f"restores-{settings.COVET_HOST}")
+    try:
+        restores_jobs.enqueue_restore(request)
+        wait_for(lambda: spool_dir.is_dir() and data_dir.is_dir() and any(data_dir.iterdir()), 120,
+                 message="the recovery to unpack into its data directory")
+        assert RestoreRequest.objects.get(pk=request.pk).status == "running"
+
+        for process in [*psutil.Process(worker.pid).children(recursive=True), psutil.Process(worker.pid)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGKILL)
+        worker.wait()
+    finally:
+        release.set()
+        # Unblock a feeder still waiting for a reader to open the FIFO.
+        with contextlib.suppress(OSError):
+            os.close(os.open(stored, os.O_RDONLY | os.O_NONBLOCK))
+        feeder.join(30)
+
+    def reaped():
+        call_command("run_housekeeper", "--once")
+        return RestoreRequest.objects.get(pk=request.pk).status == "failed"
+
+    wait_for(reaped, settings.COVET_HEARTBEAT_TIMEOUT + 30, interval=1, message="the housekeeper to notice")
+    failed = RestoreRequest.objects.get(pk=request.pk)
+    assert "stopped responding" in failed.error
+    assert not spool_dir.exists()
+    assert not spool_dir.with_name(spool_dir.name + ".removing").exists()
+    assert not data_dir.exists() or list(data_dir.iterdir()) == []
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(data_dir) in " ".join(p.info["cmdline"] or [])]
