@@ -79,8 +79,12 @@ def backup_create(request: HttpRequest) -> HttpResponse:
 def backup_detail(request: HttpRequest, backup_id: str) -> HttpResponse:
     """Show every fact about one backup, its verifications and restores, and its actions."""
     backup = _backup_or_404(backup_id)
+    # Pairs built here, not looked up in the template: a table or tag named
+    # "items", "keys" or "values" would shadow the dict's method there.
     return render(request, "backups/detail.html", {
         "backup": backup,
+        "tags": list(backup.tags.items()),
+        "manifest_tables": list(backup.manifest.get("tables", {}).items()),
         "summary": backup_summary(backup),
         "verifications": backup.verifications.all(),
         "restores": backup.restores.all(),

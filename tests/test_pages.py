@@ -186,6 +186,21 @@ def test_the_detail_page_says_when_point_in_time_recovery_is_impossible(signed_i
     assert 'id="no-pitr"' in page and "log_bin=OFF" in page
 
 
+def test_the_detail_page_shows_tables_and_tags_named_like_dict_methods(signed_in, target):
+    backup = catalog_row(target)
+    names = ("items", "keys", "values", "get")
+    backup.manifest = {"consistent": True, "tables": {name: {"rows": 7 + i, "exact": True}
+                                                      for i, name in enumerate(names)}}
+    backup.tags = {name: f"tag-{name}" for name in names}
+    backup.save()
+    response = signed_in.get(f"/backups/{backup.id}/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    for i, name in enumerate(names):
+        assert f'<td class="mono">{name}</td><td class="num">{7 + i}</td>' in page
+        assert f"{name}=tag-{name}" in page
+
+
 @queues_jobs
 def test_the_verify_button_queues_a_verification(signed_in, target, clean_queues):
     backup = catalog_row(target)
